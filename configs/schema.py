@@ -377,3 +377,11 @@ def replace(cfg: Config, overrides: list[str]) -> Config:
         key, value = parse_override(text)
         _set_dotted(tree, key, value)
     return config_from_dict(tree)
+
+
+def config_digest(cfg: Config) -> str:
+    """A short hash of the resolved config; every node of a run must agree on it."""
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(to_dict(cfg), sort_keys=True).encode()).hexdigest()[:16]

@@ -1,0 +1,155 @@
+"""The edge drives the rounds: one loop for both stages and the evaluation.
+
+The loop is the same for the in-process reference and the gRPC cluster; only the
+`Transport` differs (how the step's symbols reach the edge and how gradients go
+back). Multi-user: training step k serves user k mod N; evaluation runs every
+user over the whole evaluation split.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+from tqdm import tqdm
+
+from edge_server.evaluate import Scorer
+from edge_server.rundir import RunDir
+from edge_server.step import EdgeNode, Received
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Exchange:
+    """One round's uplink, as the edge sees it."""
+
+    received: dict[str, Received]
+    labels: dict
+    device_ms: float = 0.0  # slowest device's compute
+    uplink_ms: float = 0.0  # the rest of the round's uplink wall time
+
+
+class Transport(Protocol):
+    def exchange(self, user: int, phase: str, step: int, ids: list[str]) -> Exchange: ...
+
+    def send_grads(self, user: int, phase: str, step: int, grads: dict[str, torch.Tensor]) -> None: ...
+
+    def save_devices(self, ckpt_dir: str) -> None: ...
+
+    def finish(self) -> None: ...
+
+    def links(self) -> list[dict]: ...
+
+    def processes(self) -> list[dict]: ...
+
+
+@dataclass
+class _Timer:
+    sums: dict[str, float] = field(default_factory=dict)
+    n: int = 0
+
+    def add(self, **ms: float) -> None:
+        self.n += 1
+        for k, v in ms.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+
+    def mean(self) -> dict[str, float]:
+        return {k: v / max(self.n, 1) for k, v in self.sums.items()}
+
+
+def eval_batches(ids: list[str], b: int) -> list[tuple[list[str], int]]:
+    """Full batches of b; the last is padded by repeating ids (every uplink message
+    carries exactly b samples). Returns (batch ids, number of real ids)."""
+    out = []
+    for i in range(0, len(ids), b):
+        chunk = ids[i:i + b]
+        real = len(chunk)
+        while len(chunk) < b:
+            chunk = chunk + ids[: b - len(chunk)]
+        out.append((chunk, real))
+    return out
+
+
+class Driver:
+    def __init__(self, cfg, edge: EdgeNode, transport: Transport, manifest: dict[str, list[str]],
+                 run_dir: RunDir, progress: bool = True):
+        self.cfg, self.edge, self.transport, self.manifest = cfg, edge, transport, manifest
+        self.run_dir, self.progress = run_dir, progress
+        self.timer = _Timer()
+        self.losses: dict[str, dict[str, float]] = {}
+
+    def _train(self, phase: str, bar: tqdm) -> None:
+        st = getattr(self.cfg.train, phase)
+        t_start = time.perf_counter()
+        for step in range(st.steps):
+            user = step % self.cfg.users
+            ids = self.edge.sample_ids(self.manifest, phase, step)
+            t0 = time.perf_counter()
+            ex = self.transport.exchange(user, phase, step, ids)
+            out = self.edge.train_step(user, phase, step, ex.received, ex.labels)
+            t1 = time.perf_counter()
+            self.transport.send_grads(user, phase, step, out.grads)
+            down_ms = (time.perf_counter() - t1) * 1e3
+            self.timer.add(device_compute=ex.device_ms, uplink=ex.uplink_ms, edge_compute=out.compute_ms,
+                           downlink=down_ms, total=(time.perf_counter() - t0) * 1e3)
+            rec = self.losses.setdefault(phase, {"first": out.loss})
+            rec["last"] = out.loss
+            if step % st.log_every == 0 or step == st.steps - 1:
+                self.run_dir.log_metrics({"stage": phase, "step": step, "user": user, "loss": out.loss,
+                                          "lr": st.lr, "wall_s": time.perf_counter() - t_start, **out.parts})
+            bar.set_postfix_str(f"{phase} loss {out.loss:.4f}")
+            bar.update(1)
+
+    def _evaluate(self, bar: tqdm) -> dict:
+        scorer = Scorer()
+        b = self.cfg.eval.batch
+        ids = self.manifest["eval"]
+        if self.cfg.eval.max_samples:
+            ids = ids[: self.cfg.eval.max_samples]
+        for user in range(self.cfg.users):
+            for k, (chunk, real) in enumerate(eval_batches(ids, b)):
+                ex = self.transport.exchange(user, "eval", k, chunk)
+                preds = self.edge.predict(user, ex.received, ex.labels)
+                lab = ex.labels
+                scorer.add(user, lab["qtypes"][:real], preds[:real], lab["answers"][:real])
+                bar.update(1)
+        return scorer.summary()
+
+    def run(self) -> dict:
+        t0 = time.perf_counter()
+        n_eval = self.cfg.users * len(eval_batches(self.manifest["eval"][: self.cfg.eval.max_samples or None],
+                                                   self.cfg.eval.batch))
+        total = self.cfg.train.stage1.steps + self.cfg.train.stage2.steps + n_eval
+        with tqdm(total=total, desc="rounds", unit="round", disable=not self.progress) as bar:
+            for phase in ("stage1", "stage2"):
+                self._train(phase, bar)
+            if self.cfg.train.checkpoint:
+                self.checkpoint()
+            bar.set_postfix_str("evaluating")
+            accuracy = self._evaluate(bar)
+        self.transport.finish()
+        wall = time.perf_counter() - t0
+        steps = {p: getattr(self.cfg.train, p).steps for p in ("stage1", "stage2")}
+        samples = sum(getattr(self.cfg.train, p).steps * getattr(self.cfg.train, p).batch for p in steps)
+        summary = {"accuracy": accuracy, "steps": steps, "wall_s": wall,
+                   "samples_per_s": samples / wall if wall > 0 else 0.0,
+                   "step_time_breakdown_ms": self.timer.mean(),
+                   "loss": self.losses, "processes": self.transport.processes()}
+        self.run_dir.write_links(self.transport.links())
+        self.run_dir.write_summary(summary)
+        return summary
+
+    def checkpoint(self) -> None:
+        self.transport.save_devices(str(self.run_dir.checkpoint_dir() / "devices"))
+        self.save_edge()
+
+    def save_edge(self) -> None:
+        """The LoRA adapter in peft's format, plus receivers, optimiser and steps."""
+        ckpt = self.run_dir.checkpoint_dir()
+        self.edge.lm.peft.save_pretrained(str(ckpt / "adapter"))
+        torch.save({**self.edge.state_dict(), "steps": {p: getattr(self.cfg.train, p).steps
+                                                         for p in ("stage1", "stage2")}}, ckpt / "edge.pt")
+        log.info("checkpoint written to %s", ckpt)

@@ -1,0 +1,41 @@
+"""The run directory contract (DESIGN.md): config.yaml, metrics.jsonl, links.json,
+summary.json and checkpoints/."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from configs.schema import Config, dump_config
+
+
+def _atomic_json(path: Path, obj) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False))
+    os.replace(tmp, path)
+
+
+class RunDir:
+    def __init__(self, path: str | Path, cfg: Config):
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        dump_config(cfg, self.path / "config.yaml")
+        self._metrics = open(self.path / "metrics.jsonl", "w", encoding="utf-8")
+
+    def log_metrics(self, row: dict) -> None:
+        self._metrics.write(json.dumps(row) + "\n")
+        self._metrics.flush()
+
+    def write_links(self, entries: list[dict]) -> None:
+        _atomic_json(self.path / "links.json", entries)
+
+    def write_summary(self, summary: dict) -> None:
+        _atomic_json(self.path / "summary.json", summary)
+
+    def checkpoint_dir(self) -> Path:
+        p = self.path / "checkpoints"
+        p.mkdir(parents=True, exist_ok=True)
+        return p
+
+    def close(self) -> None:
+        self._metrics.close()

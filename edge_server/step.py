@@ -1,0 +1,183 @@
+"""The edge-side step, written once for both transports.
+
+Legend: b batch, s tokens, d LM width, c = s*d/2 complex symbols, L text tokens,
+A answer tokens.
+
+Per round the edge gets, for each modality of one user, the received symbols
+(after the channel) with the CSI the relay passes, plus the text node's ideal label
+payload. It runs the receivers and the stage's loss, steps its own optimiser
+(receivers, and LoRA in stage 2), and returns the gradient of the loss with respect
+to each trainable device's received symbols (dL/dRe + j dL/dIm, shape (b, c)).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from channel.symbols import as_pairs, from_pairs
+from configs.schema import MODALITIES, Config
+from edge_server.losses import info_nce, masked_mean_pool, masked_mse
+from edge_server.lm import FoundationLM
+from edge_server.receiver import TokenReceiver
+from foundation.seeding import derive_seed, make_generator
+
+TRAINED_DEVICES = ("audio", "video")  # the text node has nothing to train
+
+
+@dataclass
+class Received:
+    """One link's symbols as they reach the edge."""
+
+    y: torch.Tensor  # (b, c) complex64
+    s: int
+    h_hat: torch.Tensor | None = None  # (b, c) complex64, CSI passed by the relay
+    noise_var: float = 0.0
+
+
+@dataclass
+class StepOutput:
+    loss: float
+    parts: dict[str, float]
+    grads: dict[str, torch.Tensor] = field(default_factory=dict)  # modality -> (b, c) complex64
+    compute_ms: float = 0.0
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("models.device=cuda but no CUDA device is visible; use models.device=auto or cpu")
+    return torch.device(name)
+
+
+class EdgeNode:
+    """Receivers G_m + LoRA LM, their optimisers and the round schedule."""
+
+    def __init__(self, cfg: Config, base_lm, tokenizer, device: str | torch.device = "cpu"):
+        self.cfg, self.tokenizer = cfg, tokenizer
+        self.device = torch.device(device)
+        d = base_lm.config.hidden_size
+        # Receiver init and LoRA init draw from the global RNG inside their
+        # libraries; a fork seeded from the run seed makes them identical everywhere.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed(cfg.seed, "edge-init"))
+            self.receivers = nn.ModuleDict({m: TokenReceiver(d, cfg.models.receiver_hidden) for m in MODALITIES})
+            self.lm = FoundationLM(base_lm, cfg.models.lora)
+        self.receivers.to(self.device)
+        self.lm.to(self.device)
+        self.opt: torch.optim.Optimizer | None = None
+        self.opt_phase = ""
+
+    # ------------------------------------------------------------- schedule
+    def sample_ids(self, manifest: dict[str, list[str]], phase: str, step: int) -> list[str]:
+        """The step's samples: a seeded permutation per epoch, full batches only."""
+        ids = manifest[phase]
+        b = getattr(self.cfg.train, phase).batch
+        per_epoch = len(ids) // b
+        if per_epoch == 0:
+            raise ValueError(f"{phase}: {len(ids)} samples is fewer than one batch of {b}")
+        epoch, k = divmod(step, per_epoch)
+        perm = torch.randperm(len(ids), generator=make_generator(self.cfg.seed, "sampler", phase, epoch))
+        return [ids[i] for i in perm[k * b:(k + 1) * b].tolist()]
+
+    def trainable(self, phase: str) -> list[nn.Parameter]:
+        params = list(self.receivers.parameters())
+        if phase == "stage2":
+            params += [p for n, p in self.lm.named_parameters() if "lora_" in n]
+        return params
+
+    def _set_phase(self, phase: str) -> None:
+        for p in self.lm.parameters():
+            p.requires_grad_(False)
+        for p in self.trainable(phase):
+            p.requires_grad_(True)
+        if self.opt is None or self.opt_phase != phase:
+            st = getattr(self.cfg.train, phase)
+            self.opt = torch.optim.AdamW(self.trainable(phase), lr=st.lr, weight_decay=st.weight_decay)
+            self.opt_phase = phase
+
+    # ------------------------------------------------------------- receivers
+    def _receive(self, user: int, received: dict[str, Received], leaves: dict[str, torch.Tensor]
+                 ) -> dict[str, torch.Tensor]:
+        out = {}
+        for m, r in received.items():
+            link = self.cfg.channel.link(f"user{user}/{m}")
+            y = from_pairs(leaves[m]) if m in leaves else r.y.to(self.device)
+            h_hat = r.h_hat.to(self.device) if r.h_hat is not None else None
+            out[m] = self.receivers[m](y, r.s, h_hat, r.noise_var, link.equalizer)  # (b, s, d)
+        return out
+
+    def _prefix(self, toks: dict[str, torch.Tensor], text_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        parts, masks = [], []
+        for m in self.cfg.transmitter.order:
+            parts.append(toks[m])
+            b, s = toks[m].shape[:2]
+            masks.append(text_mask if m == "text" else torch.ones(b, s, dtype=torch.bool, device=self.device))
+        return torch.cat(parts, dim=1), torch.cat(masks, dim=1)  # (b, P, d), (b, P)
+
+    # ------------------------------------------------------------- the step
+    def train_step(self, user: int, phase: str, step: int, received: dict[str, Received],
+                   labels: dict) -> StepOutput:
+        t0 = time.perf_counter()
+        self._set_phase(phase)
+        self.receivers.train()
+        self.lm.train()
+        leaves = {m: as_pairs(received[m].y).to(self.device).requires_grad_(True)
+                  for m in TRAINED_DEVICES if m in received}  # (b, c, 2)
+        text_mask = labels["text_mask"].to(self.device)
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):  # LoRA dropout, replayable per step
+            torch.manual_seed(derive_seed(self.cfg.seed, "edge", phase, step))
+            toks = self._receive(user, received, leaves)
+            if phase == "stage1":
+                loss, parts = self._stage1(toks, labels["text_ids"].to(self.device), text_mask)
+            else:
+                prefix, pmask = self._prefix(toks, text_mask)
+                loss = self.lm.answer_loss(prefix, pmask, labels["answer_ids"].to(self.device),
+                                           labels["answer_mask"].to(self.device))
+                parts = {"lm": float(loss)}
+        self.opt.zero_grad()
+        loss.backward()
+        self.opt.step()
+        grads = {m: from_pairs(leaf.grad).detach().cpu() for m, leaf in leaves.items()}
+        return StepOutput(float(loss), parts, grads, (time.perf_counter() - t0) * 1e3)
+
+    def _stage1(self, toks: dict[str, torch.Tensor], text_ids: torch.Tensor, text_mask: torch.Tensor):
+        """Text reconstruction (MSE) + InfoNCE of pooled audio/video vs pooled clean text."""
+        clean = self.lm.embed(text_ids).float()  # (b, L, d)
+        recon = masked_mse(toks["text"], clean, text_mask)
+        anchor = masked_mean_pool(clean, text_mask)  # (b, d)
+        parts = {"recon": float(recon)}
+        loss = self.cfg.train.recon_weight * recon
+        for m in TRAINED_DEVICES:
+            if m in toks:
+                nce = info_nce(masked_mean_pool(toks[m], None), anchor, self.cfg.train.tau)
+                parts[f"align_{m}"] = float(nce)
+                loss = loss + self.cfg.train.align_weight * nce
+        return loss, parts
+
+    @torch.no_grad()
+    def predict(self, user: int, received: dict[str, Received], labels: dict) -> list[str]:
+        """Greedy generation of each sample's answer text."""
+        self.receivers.eval()
+        self.lm.eval()
+        toks = self._receive(user, received, {})
+        prefix, pmask = self._prefix(toks, labels["text_mask"].to(self.device))
+        out = self.lm.generate(prefix, pmask, self.cfg.eval.max_new_tokens, self.tokenizer.eos_token_id)
+        return [self.tokenizer.decode(t, skip_special_tokens=True) for t in out]
+
+    # ------------------------------------------------------------- state
+    def state_dict(self) -> dict:
+        return {"receivers": self.receivers.state_dict(), "lora": self.lm.adapter_state(),
+                "optimizer": self.opt.state_dict() if self.opt else None, "opt_phase": self.opt_phase}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.receivers.load_state_dict(state["receivers"])
+        self.lm.peft.load_state_dict(state["lora"], strict=False)
+        self.opt, self.opt_phase = None, ""
+        if state.get("optimizer") and state.get("opt_phase"):
+            self._set_phase(state["opt_phase"])
+            self.opt.load_state_dict(state["optimizer"])

@@ -1,0 +1,49 @@
+"""The `tokcom` command: one sub-command per job or process role."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import signal
+import sys
+
+from configs.schema import ConfigError
+from foundation.logs import setup_logging
+
+# sub-command -> (module with add_arguments/run, help)
+COMMANDS = {
+    "reference": ("launch.reference", "train and evaluate in one process (the in-process reference)"),
+    "channel-check": ("channel.check", "measure SNR and QPSK BER of the channel against closed forms"),
+    "edge": ("edge_server.server", "run the edge server (receivers + LoRA LM; drives the rounds)"),
+    "relay": ("channel.relay", "run the channel relay between the devices and the edge"),
+    "device": ("device_node.client", "run one device (one user and modality)"),
+    "prepare": ("foundation.data.prepare", "turn raw videos into the frames and 16 kHz WAV the loaders read"),
+}
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tokcom", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text)
+        importlib.import_module(module).add_arguments(p)
+    args = parser.parse_args(argv)
+    setup_logging(args.command)
+    # SIGTERM takes the same clean path out as Ctrl-C (servers stop, children are reaped).
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return importlib.import_module(COMMANDS[args.command][0]).run(args)
+    except ConfigError as e:
+        logging.getLogger("tokcom").error("%s", e)
+        return 2
+    except KeyboardInterrupt:
+        logging.getLogger("tokcom").error("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

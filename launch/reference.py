@@ -1,0 +1,62 @@
+"""`tokcom reference`: both stages and the evaluation in one process.
+
+Calls the same device-side and edge-side step functions, and the same round loop,
+as the multi-process cluster; only the transport differs (`launch.inprocess`).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from configs.schema import MODALITIES, Config, load_config
+from device_node.build import build_device
+from edge_server.driver import Driver
+from edge_server.rundir import RunDir
+from edge_server.step import EdgeNode, pick_device
+from foundation.manifest import build_manifest
+from launch.assets import cache_dir, prepare_assets
+from launch.inprocess import InProcessTransport
+from protos.meter import format_links
+
+log = logging.getLogger(__name__)
+
+
+def add_config_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML preset (default: the embedded tiny preset)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="dotted config override, e.g. --set channel.snr_db=6 (repeatable)")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_config_arguments(p)
+    p.add_argument("--out", required=True, help="run directory to write")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def run_reference(cfg: Config, out: str, progress: bool = True) -> dict:
+    dataset, (lm, tok) = prepare_assets(cfg)
+    cache = cache_dir(cfg)
+    devices = {(u, m): build_device(cfg, u, m, dataset, cache, foundation=(lm, tok))
+               for u in range(cfg.users) for m in MODALITIES}
+    edge = EdgeNode(cfg, lm, tok, pick_device(cfg.models.device))
+    run_dir = RunDir(out, cfg)
+    try:
+        driver = Driver(cfg, edge, InProcessTransport(cfg, devices), build_manifest(dataset, cfg.eval.split),
+                        run_dir, progress)
+        return driver.run()
+    finally:
+        run_dir.close()
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config, args.overrides)
+    summary = run_reference(cfg, args.out, progress=not args.no_progress)
+    acc = summary["accuracy"]
+    sys.stdout.write(f"accuracy {acc['overall']:.3f} over {acc['n']} questions; "
+                     f"stage-2 loss {summary['loss']['stage2']['first']:.3f} -> "
+                     f"{summary['loss']['stage2']['last']:.3f}; run directory {args.out}\n")
+    import json
+    from pathlib import Path
+    sys.stdout.write(format_links(json.loads((Path(args.out) / "links.json").read_text())) + "\n")
+    return 0
