@@ -21,7 +21,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from channel.fading import LinkChannel
 from channel.link import apply_link, receiver_csi
-from configs.schema import MODALITIES, Config, config_digest, load_config
+from configs.schema import Config, config_digest, load_config
 from protos import codec
 from protos import tokcom_pb2 as pb
 from protos import tokcom_pb2_grpc as pb_grpc
@@ -79,7 +79,7 @@ class RelayServicer(pb_grpc.TokenLinkServicer):
                 _forward_error(context, e)
             rtt = (time.perf_counter() - t0) * 1e3
             if task.kind != pb.Task.IDLE:
-                self.meter.record("edge->relay", "downlink", payload_bytes=len(task.grad.data),
+                self.meter.record("edge->relay", "downlink", payload_bytes=codec.payload_bytes(task.grad),
                                   wire_bytes=task.ByteSize(), latency_ms=max(0.0, rtt - task.server_ms))
             if task.kind == pb.Task.UPDATE:
                 h = self.h.pop((request.node, task.phase, task.step), None)
@@ -139,7 +139,7 @@ class RelayServicer(pb_grpc.TokenLinkServicer):
             except grpc.RpcError as e:
                 _forward_error(context, e)
             rtt = (time.perf_counter() - t0) * 1e3
-            payload = len(fwd.symbols.data) + len(fwd.csi.data) + codec.labels_bytes(fwd.labels)
+            payload = codec.payload_bytes(fwd.symbols) + codec.payload_bytes(fwd.csi) + codec.labels_bytes(fwd.labels)
             self.meter.record("relay->edge", "uplink", payload_bytes=payload, wire_bytes=fwd.ByteSize(),
                               samples=z.shape[0], latency_ms=max(0.0, rtt - ack.server_ms))
         return pb.Ack(server_ms=t.ms)

@@ -67,7 +67,7 @@ class DataConfig:
     cache_dir: str = ""  # empty: $TOKCOM_CACHE or ~/.cache/tokcom
     synthetic: SyntheticData = field(default_factory=SyntheticData)
     real: RealData = field(default_factory=RealData)
-    text_len: int = 24  # question/caption tokens transmitted, padded
+    text_len: int = 32  # question/caption tokens transmitted, padded
     answer_len: int = 6  # answer tokens incl. EOS, padded
 
     def __post_init__(self) -> None:

@@ -52,7 +52,7 @@ class DeviceClient:
         ack = self.stub.SendTokens(msg, timeout=POLL_S)
         latency = max(0.0, (time.perf_counter() - t0) * 1e3 - ack.server_ms)
         labels_wire = msg.labels.ByteSize() if tx.labels else 0
-        self.meter.record(f"{self.name}->relay", "uplink", payload_bytes=len(msg.symbols.data),
+        self.meter.record(f"{self.name}->relay", "uplink", payload_bytes=codec.payload_bytes(msg.symbols),
                           wire_bytes=msg.ByteSize() - labels_wire, channel_uses=tx.symbols.numel(),
                           samples=tx.symbols.shape[0], latency_ms=latency)
         if tx.labels:
@@ -68,7 +68,7 @@ class DeviceClient:
             task = self.stub.NextTask(pb.TaskRequest(node=self.name, last_compute_ms=last_ms), timeout=POLL_S)
             if task.kind == pb.Task.IDLE:
                 continue
-            self.meter.record(f"relay->{self.name}", "downlink", payload_bytes=len(task.grad.data),
+            self.meter.record(f"relay->{self.name}", "downlink", payload_bytes=codec.payload_bytes(task.grad),
                               wire_bytes=task.ByteSize(),
                               latency_ms=max(0.0, (time.perf_counter() - t0) * 1e3 - task.server_ms))
             t1 = time.perf_counter()

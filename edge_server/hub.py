@@ -238,6 +238,5 @@ class EdgeHub:
         for name in self.expected:
             if name in self.nodes:
                 i = self.nodes[name].info
-                procs.append({"role": i["role"] if i["role"] == "relay" else f"device:{name}",
-                              "node": name, "pid": i["pid"], "host": i["host"]})
+                procs.append({"role": i["role"], "node": name, "pid": i["pid"], "host": i["host"]})
         return procs

@@ -12,6 +12,7 @@ from foundation.logs import setup_logging
 
 # sub-command -> (module with add_arguments/run, help)
 COMMANDS = {
+    "run": ("launch.cluster", "run the whole cluster locally: edge, relay and every device as processes"),
     "reference": ("launch.reference", "train and evaluate in one process (the in-process reference)"),
     "channel-check": ("channel.check", "measure SNR and QPSK BER of the channel against closed forms"),
     "edge": ("edge_server.server", "run the edge server (receivers + LoRA LM; drives the rounds)"),

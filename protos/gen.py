@@ -65,14 +65,24 @@ def main(argv: list[str] | None = None) -> int:
                         help="regenerate into a temp dir and exit 1 when the committed stubs differ")
     args = parser.parse_args(argv)
     setup_logging("protos.gen")
-    if args.check:
-        bad = drifted()
-        for name in bad:
-            log.error("protos/%s differs from what protos/tokcom.proto gives: run `python -m protos.gen` "
-                      "and commit the result", name)
-        if not bad:
-            log.info("stubs match protos/tokcom.proto")
-        return 1 if bad else 0
+    try:
+        return _check() if args.check else _write()
+    except RuntimeError as e:
+        log.error("%s", e)
+        return 2
+
+
+def _check() -> int:
+    bad = drifted()
+    for name in bad:
+        log.error("protos/%s differs from what protos/tokcom.proto gives: run `python -m protos.gen` "
+                  "and commit the result", name)
+    if not bad:
+        log.info("stubs match protos/tokcom.proto")
+    return 1 if bad else 0
+
+
+def _write() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for path in generate(Path(tmp)):
             shutil.copyfile(path, PROTO_DIR / path.name)
