@@ -22,6 +22,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from channel.fading import LinkChannel
 from channel.link import apply_link, receiver_csi
 from configs.schema import Config, config_digest, load_config
+from foundation.manifest import TRAIN_PHASES
 from protos import codec
 from protos import tokcom_pb2 as pb
 from protos import tokcom_pb2_grpc as pb_grpc
@@ -123,7 +124,7 @@ class RelayServicer(pb_grpc.TokenLinkServicer):
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{request.node}: {e}")
             link = self.cfg.channel.link(request.node)
             out = apply_link(link, self.cfg.seed, request.node, request.phase, request.step, z)
-            if request.phase != "eval":
+            if request.phase in TRAIN_PHASES:
                 self.h[(request.node, request.phase, request.step)] = out.h
             fwd = pb.Tokens(node=request.node, phase=request.phase, step=request.step, s=request.s, d=request.d,
                             compute_ms=request.compute_ms, noise_var=out.noise_var,

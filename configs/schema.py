@@ -131,11 +131,14 @@ class ModalityTx:
 class TransmitterConfig:
     audio: ModalityTx = field(default_factory=lambda: ModalityTx(tokens=32))
     video: ModalityTx = field(default_factory=lambda: ModalityTx(tokens=32))
-    order: tuple[str, ...] = ("audio", "video", "text")  # LM input order
+    # LM input order; leaving a modality out feeds the LM without it (e.g. [text]: the
+    # question-only baseline). Stage 1 aligns every modality regardless.
+    order: tuple[str, ...] = ("audio", "video", "text")
 
     def __post_init__(self) -> None:
-        _check(sorted(self.order) == sorted(MODALITIES), "transmitter.order",
-               f"must be a permutation of {MODALITIES}")
+        _check("text" in self.order and len(set(self.order)) == len(self.order)
+               and set(self.order) <= set(MODALITIES), "transmitter.order",
+               f"must list distinct modalities of {MODALITIES}, text included")
 
 
 @dataclass(frozen=True)
@@ -219,8 +222,9 @@ class TrainConfig:
 class EvalConfig:
     split: str = "test"
     max_samples: int = 0  # 0: the whole split
-    batch: int = 32
+    batch: int = 8
     max_new_tokens: int = 6
+    probe_samples: int = 0  # >0: save pooled features of this many clips before/after stage 1
 
     def __post_init__(self) -> None:
         _check(self.split in ("train", "val", "test"), "eval.split", "must be train, val or test")

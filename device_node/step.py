@@ -21,7 +21,7 @@ import torch
 from channel.symbols import as_pairs
 from configs.schema import Config
 from device_node.transmitter import TokenTransmitter
-from foundation.manifest import clip_of
+from foundation.manifest import CAPTION_PHASES, TRAIN_PHASES, clip_of
 from foundation.seeding import make_generator
 
 log = logging.getLogger(__name__)
@@ -89,14 +89,14 @@ class DeviceNode:
             clips = [clip_of(self.dataset, phase, i) for i in ids]
             return self.features(clips), None, {}  # (b, s, e)
         ds, L = self.dataset, self.cfg.data.text_len
-        if phase == "stage1":
+        if phase in CAPTION_PHASES:
             texts = [ds.caption(i).text for i in ids]
         else:
             qs = [ds.question(i) for i in ids]
             texts = [q.text for q in qs]
         tok_ids, mask = text_batch(self.tokenizer, texts, L)  # (b, L)
         labels = {"text_ids": tok_ids, "text_mask": mask}
-        if phase != "stage1":
+        if phase not in CAPTION_PHASES:
             ans_ids, ans_mask = text_batch(self.tokenizer, [q.answer for q in qs], self.cfg.data.answer_len,
                                            eos=True)  # (b, A)
             labels.update(answer_ids=ans_ids, answer_mask=ans_mask, answers=[q.answer for q in qs],
@@ -108,7 +108,7 @@ class DeviceNode:
         """Encode (cached), select, project, normalise and map `sample_ids` to symbols."""
         t0 = time.perf_counter()
         tokens, mask, labels = self._inputs(phase, sample_ids)
-        train = phase != "eval" and self.trainable
+        train = phase in TRAIN_PHASES and self.trainable
         with torch.set_grad_enabled(train):
             z = self.tx(tokens, mask)  # (b, c)
         expect = (len(sample_ids), self.s * self.d // 2)

@@ -118,14 +118,30 @@ class Driver:
                 bar.update(1)
         return scorer.summary()
 
+    def probe(self, tag: str) -> None:
+        """Save pooled features of the first `eval.probe_samples` evaluation clips."""
+        n = self.cfg.eval.probe_samples
+        if n <= 0:
+            return
+        ids = self.manifest["probe"][:n]
+        feats: dict[str, list[torch.Tensor]] = {}
+        for k, (chunk, real) in enumerate(eval_batches(ids, self.cfg.eval.batch)):
+            ex = self.transport.exchange(0, "probe", k + (0 if tag == "before" else 10**6), chunk)
+            for m, f in self.edge.probe(0, ex.received, ex.labels).items():
+                feats.setdefault(m, []).append(f[:real])
+        torch.save({"clip_ids": ids, **{m: torch.cat(v) for m, v in feats.items()}},
+                   self.run_dir.path / f"probe_{tag}.pt")
+
     def run(self) -> dict:
         t0 = time.perf_counter()
         n_eval = self.cfg.users * len(eval_batches(self.manifest["eval"][: self.cfg.eval.max_samples or None],
                                                    self.cfg.eval.batch))
         total = self.cfg.train.stage1.steps + self.cfg.train.stage2.steps + n_eval
         with tqdm(total=total, desc="rounds", unit="round", disable=not self.progress) as bar:
-            for phase in ("stage1", "stage2"):
-                self._train(phase, bar)
+            self.probe("before")
+            self._train("stage1", bar)
+            self.probe("after")
+            self._train("stage2", bar)
             if self.cfg.train.checkpoint:
                 self.checkpoint()
             bar.set_postfix_str("evaluating")

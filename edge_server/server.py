@@ -65,12 +65,16 @@ class EdgeServicer(pb_grpc.TokenLinkServicer):
     def SendTokens(self, request, context):
         with timed() as t:
             try:
-                phase, step, b, c = self.hub.expect(request.node)
-                y = codec.decode_symbols(request.symbols, b=b, c=c)
-                h_hat = codec.decode_symbols(request.csi, b=b, c=c, name="csi") if request.HasField("csi") else None
+                # the message itself first (bytes, dtype, finiteness), then whether it fits the round
+                y = codec.decode_symbols(request.symbols)
+                h_hat = codec.decode_symbols(request.csi, name="csi") if request.HasField("csi") else None
                 labels = codec.decode_labels(request.labels) if request.HasField("labels") else {}
-                if request.s * request.d != 2 * c:
-                    raise codec.CodecError(f"s={request.s}, d={request.d} do not give {c} symbols per sample")
+                phase, step, b, c = self.hub.expect(request.node)
+                if request.s * request.d != 2 * c or tuple(y.shape) != (b, c):
+                    raise codec.CodecError(f"symbols {tuple(y.shape)} with s={request.s}, d={request.d}; this "
+                                           f"round expects ({b}, {c})")
+                if h_hat is not None and h_hat.shape != y.shape:
+                    raise codec.CodecError(f"csi {tuple(h_hat.shape)} does not match symbols {tuple(y.shape)}")
                 self.hub.submit_tokens(request.node, request.phase, request.step,
                                        Received(y, int(request.s), h_hat, float(request.noise_var)), labels,
                                        float(request.compute_ms))

@@ -138,24 +138,25 @@ class EdgeNode:
                 prefix, pmask = self._prefix(toks, text_mask)
                 loss = self.lm.answer_loss(prefix, pmask, labels["answer_ids"].to(self.device),
                                            labels["answer_mask"].to(self.device))
-                parts = {"lm": float(loss)}
+                parts = {"lm": loss.item()}
         self.opt.zero_grad()
         loss.backward()
         self.opt.step()
-        grads = {m: from_pairs(leaf.grad).detach().cpu() for m, leaf in leaves.items()}
-        return StepOutput(float(loss), parts, grads, (time.perf_counter() - t0) * 1e3)
+        grads = {m: from_pairs(leaf.grad if leaf.grad is not None else torch.zeros_like(leaf)).detach().cpu()
+                 for m, leaf in leaves.items()}  # a modality the LM does not use gets zero gradient
+        return StepOutput(loss.item(), parts, grads, (time.perf_counter() - t0) * 1e3)
 
     def _stage1(self, toks: dict[str, torch.Tensor], text_ids: torch.Tensor, text_mask: torch.Tensor):
         """Text reconstruction (MSE) + InfoNCE of pooled audio/video vs pooled clean text."""
         clean = self.lm.embed(text_ids).float()  # (b, L, d)
         recon = masked_mse(toks["text"], clean, text_mask)
         anchor = masked_mean_pool(clean, text_mask)  # (b, d)
-        parts = {"recon": float(recon)}
+        parts = {"recon": recon.item()}
         loss = self.cfg.train.recon_weight * recon
         for m in TRAINED_DEVICES:
             if m in toks:
                 nce = info_nce(masked_mean_pool(toks[m], None), anchor, self.cfg.train.tau)
-                parts[f"align_{m}"] = float(nce)
+                parts[f"align_{m}"] = nce.item()
                 loss = loss + self.cfg.train.align_weight * nce
         return loss, parts
 
@@ -168,6 +169,18 @@ class EdgeNode:
         prefix, pmask = self._prefix(toks, labels["text_mask"].to(self.device))
         out = self.lm.generate(prefix, pmask, self.cfg.eval.max_new_tokens, self.tokenizer.eos_token_id)
         return [self.tokenizer.decode(t, skip_special_tokens=True) for t in out]
+
+    @torch.no_grad()
+    def probe(self, user: int, received: dict[str, Received], labels: dict) -> dict[str, torch.Tensor]:
+        """Pooled features (b, d) per modality: receiver outputs for audio/video, the clean
+        text embeddings (the alignment anchor) and the received text."""
+        self.receivers.eval()
+        toks = self._receive(user, received, {})
+        mask = labels["text_mask"].to(self.device)
+        out = {m: masked_mean_pool(toks[m], None).cpu() for m in TRAINED_DEVICES if m in toks}
+        out["text"] = masked_mean_pool(self.lm.embed(labels["text_ids"].to(self.device)).float(), mask).cpu()
+        out["text_received"] = masked_mean_pool(toks["text"], mask).cpu()
+        return out
 
     # ------------------------------------------------------------- state
     def state_dict(self) -> dict:

@@ -81,7 +81,7 @@ def pretrain_tiny(model: Qwen2ForCausalLM, tok: PreTrainedTokenizerFast, texts: 
         loss.backward()
         opt.step()
         sched.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     model.eval()
     return losses
 

@@ -1,0 +1,70 @@
+"""Start tokcom roles by hand as real processes (the README's separate-machines recipe,
+on loopback): OS-picked ports, readiness by port file + grpc health check, hard
+deadlines, and a stop that signals only the processes started here."""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from launch.procs import Children, HealthProbe, child_env, read_port, wait_until
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class ManualCluster:
+    def __init__(self, tmp: Path, overrides: list[str], deadline_s: float = 300.0):
+        self.tmp, self.overrides = tmp, overrides
+        self.children = Children()
+        self.deadline = time.monotonic() + deadline_s
+        self.env = child_env(REPO)
+        self.run_dir = tmp / "run"
+        self.edge_addr = self.relay_addr = ""
+
+    def _argv(self, role: str, *extra: str) -> list[str]:
+        sets = [a for o in self.overrides for a in ("--set", o)]
+        return [sys.executable, "-m", "launch.cli", role, "--config", str(REPO / "configs" / "tiny.yaml"),
+                *sets, *extra]
+
+    def _serve(self, name: str, argv: list[str]) -> str:
+        port_file = self.tmp / f"{name}.port"
+        self.children.start(name, argv + ["--port-file", str(port_file)], self.tmp / "logs" / f"{name}.log",
+                            env=self.env)
+        port = wait_until(f"{name} port", lambda: read_port(port_file), self.children, self.deadline)
+        addr = f"127.0.0.1:{port}"
+        with HealthProbe(addr) as probe:
+            wait_until(f"{name} health", probe.serving, self.children, self.deadline)
+        return addr
+
+    def start_edge(self, *extra: str) -> str:
+        self.edge_addr = self._serve("edge", self._argv("edge", "--out", str(self.run_dir), "--no-progress",
+                                                        "--listen", "127.0.0.1:0", *extra))
+        return self.edge_addr
+
+    def start_relay(self) -> str:
+        self.relay_addr = self._serve("relay", self._argv("relay", "--edge", self.edge_addr,
+                                                          "--listen", "127.0.0.1:0"))
+        return self.relay_addr
+
+    def start_device(self, user: int, modality: str):
+        name = f"user{user}_{modality}"
+        return self.children.start(name, self._argv("device", "--relay", self.relay_addr, "--user", str(user),
+                                                    "--modality", modality, "--state-dir",
+                                                    str(self.tmp / "state")),
+                                   self.tmp / "logs" / f"{name}.log", env=self.env)
+
+    def wait_registered(self, node: str) -> None:
+        with HealthProbe(self.edge_addr) as probe:
+            wait_until(f"{node} registered", lambda: probe.serving(f"node:{node}"), self.children, self.deadline)
+
+    def wait_edge_exit(self) -> int:
+        edge = next(c for c in self.children if c.name == "edge")
+        left = self.children.wait([edge], max(0.0, self.deadline - time.monotonic()))
+        assert not left, f"edge still running at the deadline; log:\n{self.log('edge')}"
+        return edge.returncode
+
+    def log(self, name: str) -> str:
+        return (self.tmp / "logs" / f"{name}.log").read_text(errors="replace")[-4000:]
+
+    def stop(self) -> None:
+        self.children.stop(grace_s=10.0)
