@@ -56,3 +56,16 @@ def test_only_lora_is_trainable():
     assert trainable and all("lora_" in n for n in trainable)
     assert any("q_proj" in n for n in trainable) and any("v_proj" in n for n in trainable)
     assert not any("k_proj" in n or "o_proj" in n for n in trainable)
+
+
+def test_missing_paper_weights_is_a_clear_error(tmp_path):
+    import pytest
+
+    from configs.schema import ModelsConfig
+    from foundation.lm import MissingWeightsError, load_foundation, lm_width
+
+    cfg = ModelsConfig(preset="paper", lm_path=str(tmp_path / "no-such-model"))
+    with pytest.raises(MissingWeightsError, match="models.lm_path"):
+        load_foundation(cfg, dataset=None, cache_dir=tmp_path)
+    with pytest.raises(MissingWeightsError, match="huggingface-cli download"):
+        lm_width(cfg)
