@@ -69,19 +69,24 @@ class RelayServicer(pb_grpc.TokenLinkServicer):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"node '{node}' has not registered with Hello")
         return node.split("/")[-1]
 
+    @staticmethod
+    def _call_edge(method, request, context):
+        """Forward one call; returns (reply, transport ms = round trip - the edge's holding time)."""
+        t0 = time.perf_counter()
+        try:
+            reply = method(request, timeout=EDGE_CALL_S)
+        except grpc.RpcError as e:
+            _forward_error(context, e)
+        return reply, max(0.0, (time.perf_counter() - t0) * 1e3 - reply.server_ms)
+
     # -------------------------------------------------------------- downlink
     def NextTask(self, request, context):
         with timed() as t:
             self._check_node(request.node, context)
-            t0 = time.perf_counter()
-            try:
-                task = self.edge.NextTask(request, timeout=EDGE_CALL_S)
-            except grpc.RpcError as e:
-                _forward_error(context, e)
-            rtt = (time.perf_counter() - t0) * 1e3
+            task, transport_ms = self._call_edge(self.edge.NextTask, request, context)
             if task.kind != pb.Task.IDLE:
                 self.meter.record("edge->relay", "downlink", payload_bytes=codec.payload_bytes(task.grad),
-                                  wire_bytes=task.ByteSize(), latency_ms=max(0.0, rtt - task.server_ms))
+                                  wire_bytes=task.ByteSize(), latency_ms=transport_ms)
             if task.kind == pb.Task.UPDATE:
                 h = self.h.pop((request.node, task.phase, task.step), None)
                 if task.HasField("grad"):
@@ -134,15 +139,10 @@ class RelayServicer(pb_grpc.TokenLinkServicer):
                 fwd.csi.CopyFrom(codec.encode_symbols(csi, self.cfg.wire.precision, name="csi"))
             if request.HasField("labels"):
                 fwd.labels.CopyFrom(request.labels)
-            t0 = time.perf_counter()
-            try:
-                ack = self.edge.SendTokens(fwd, timeout=EDGE_CALL_S)
-            except grpc.RpcError as e:
-                _forward_error(context, e)
-            rtt = (time.perf_counter() - t0) * 1e3
+            _, transport_ms = self._call_edge(self.edge.SendTokens, fwd, context)
             payload = codec.payload_bytes(fwd.symbols) + codec.payload_bytes(fwd.csi) + codec.labels_bytes(fwd.labels)
             self.meter.record("relay->edge", "uplink", payload_bytes=payload, wire_bytes=fwd.ByteSize(),
-                              samples=z.shape[0], latency_ms=max(0.0, rtt - ack.server_ms))
+                              samples=z.shape[0], latency_ms=transport_ms)
         return pb.Ack(server_ms=t.ms)
 
     def SendReport(self, request, context):

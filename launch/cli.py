@@ -19,6 +19,9 @@ COMMANDS = {
     "relay": ("channel.relay", "run the channel relay between the devices and the edge"),
     "device": ("device_node.client", "run one device (one user and modality)"),
     "prepare": ("foundation.data.prepare", "turn raw videos into the frames and 16 kHz WAV the loaders read"),
+    "sweep": ("launch.sweep", "run a grid of runs (SNR, fading, token lengths, alignment, tau, seeds); resumable"),
+    "report": ("launch.report", "figures and report.md for a run or sweep directory"),
+    "reproduce": ("launch.reproduce", "the documented reproduction: run the sweep, write docs/results.md"),
 }
 
 

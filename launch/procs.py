@@ -94,11 +94,11 @@ class Children:
         return len(self._children)
 
     def start(self, name: str, argv: list[str], log_path: Path, env: dict[str, str] | None = None) -> Child:
-        """Start `argv` with stdout and stderr appended to `log_path`."""
+        """Start `argv` with stdout and stderr written to `log_path` (replacing an older log)."""
         if name in self._children:
             raise ValueError(f"a child named {name!r} was already started; give each child its own name")
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(log_path, "ab") as out:  # the child keeps its own copy of the descriptor
+        with open(log_path, "wb") as out:  # the child keeps its own copy of the descriptor
             popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env)
         child = Child(name, popen, log_path)
         self._children[name] = child

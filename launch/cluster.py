@@ -1,0 +1,270 @@
+"""`tokcom run`: the whole cluster on this machine with one command.
+
+Prepares the cached assets once, then starts the edge, the relay and one device per
+(user, modality) as separate OS processes (`python -m launch.cli <role>`), each
+logging to `<out>/logs/<name>.log`. Each start waits for the child's port file and
+its grpc.health.v1 check; the devices count as ready once the edge reports
+"node:<name>" SERVING. While the edge drives the rounds, a progress bar follows
+`<out>/metrics.jsonl`, and any child that dies stops the whole cluster.
+
+Exit codes: 0 done; 1 a child died (the message names it and quotes its log);
+2 bad config; 124 --timeout passed; 130 Ctrl-C or SIGTERM. Every exit path stops
+every child this launcher started, and no other process.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from configs.schema import MODALITIES, Config, load_config
+from launch.assets import prepare_assets
+from launch.procs import Child, ChildExited, Children, DeadlineExceeded, HealthProbe, child_env, read_port, wait_until
+from launch.reference import add_config_arguments
+from protos.meter import format_links
+
+log = logging.getLogger(__name__)
+
+HOST = "127.0.0.1"
+STOP_GRACE_S = 10.0  # SIGTERM -> SIGKILL; the edge and relay measured ~6 s to stop mid-run
+EXIT_GRACE_S = 60.0  # a device that got STOP may exit this long before the edge does
+SUPERVISE_POLL_S = 0.2
+RUN_OUTPUTS = ("metrics.jsonl", "links.json", "summary.json")  # removed first: a stale file would mislead
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_config_arguments(p)
+    p.add_argument("--out", required=True, help="run directory to write (child logs go to OUT/logs/)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--timeout", type=float, default=3600.0,
+                   help="seconds the cluster may run, from the first process started (default 3600)")
+
+
+# ---------------------------------------------------------------- progress
+
+
+class MetricsTail:
+    """The rows appended to a growing metrics.jsonl since the last read (complete lines only)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._pos = 0
+        self._partial = b""
+
+    def read(self) -> list[dict]:
+        try:
+            with open(self.path, "rb") as f:
+                if f.seek(0, 2) < self._pos:  # rewritten from the start
+                    self._pos, self._partial = 0, b""
+                f.seek(self._pos)
+                data = f.read()
+        except FileNotFoundError:
+            return []
+        self._pos += len(data)
+        *lines, self._partial = (self._partial + data).split(b"\n")
+        return [json.loads(line) for line in lines if line.strip()]
+
+
+def rounds_done(row: dict, steps: dict[str, int]) -> int | None:
+    """Training rounds finished once the edge has logged `row`; None for rows of no stage in `steps`."""
+    offset = 0
+    for stage, n in steps.items():
+        if row.get("stage") == stage:
+            return offset + int(row["step"]) + 1
+        offset += n
+    return None
+
+
+class RoundsBar:
+    """tqdm over the training rounds (stage 1 then stage 2), then "evaluating", fed by metrics.jsonl."""
+
+    def __init__(self, steps: dict[str, int], metrics: Path, enabled: bool):
+        self.steps, self.tail = steps, MetricsTail(metrics)
+        self.bar = tqdm(total=sum(steps.values()), desc="rounds", unit="round", disable=not enabled)
+        self.done, self.evaluating = 0, False  # a disabled tqdm counts nothing, so count here
+
+    def restart_clock(self) -> None:
+        """Time the rounds from now (not from the devices' start-up)."""
+        self.bar.reset()
+        self.bar.update(self.done)
+
+    def poll(self) -> None:
+        for row in self.tail.read():
+            done = rounds_done(row, self.steps)
+            if done is not None and done > self.done:
+                self.bar.set_postfix_str(f"{row['stage']} loss {row.get('loss', float('nan')):.4f}", refresh=False)
+                self.bar.update(done - self.done)
+                self.done = done
+        if self.done >= sum(self.steps.values()) and not self.evaluating:
+            self.evaluating = True
+            self.bar.set_postfix_str("evaluating")
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+# ---------------------------------------------------------------- supervision
+
+
+class NodeWatch:
+    """Edge-side registration of the devices: "node:<name>" SERVING on the edge's health service."""
+
+    def __init__(self, health: HealthProbe, names: list[str]):
+        self.health, self.pending = health, list(names)
+
+    def poll(self) -> bool:
+        """True on the call that finds the last pending device registered."""
+        if not self.pending:
+            return False
+        self.pending = [n for n in self.pending if not self.health.serving(f"node:{n}")]
+        if self.pending:
+            return False
+        log.info("every device registered with the edge; the rounds are running")
+        return True
+
+
+def supervise(children: Children, edge: Child, deadline: float, bar: RoundsBar | None = None,
+              nodes: NodeWatch | None = None, exit_grace_s: float = EXIT_GRACE_S) -> None:
+    """Return once `edge` exits 0.
+
+    Raises ChildExited when the edge exits non-zero, when another child exits non-zero,
+    or when another child exited 0 (a device that got STOP) and the edge has not
+    finished `exit_grace_s` later; DeadlineExceeded past `deadline`.
+    """
+    early: tuple[Child, float] | None = None
+    while True:
+        rc = edge.returncode
+        if rc == 0:
+            if bar is not None:
+                bar.poll()  # the rows written since the last poll
+            return
+        if rc is not None:
+            raise ChildExited(edge, rc)
+        for c in children.exited():
+            if c is edge:
+                continue
+            if c.returncode != 0:
+                raise ChildExited(c, c.returncode)
+            early = early or (c, time.monotonic())
+        if early and time.monotonic() - early[1] > exit_grace_s:
+            raise ChildExited(early[0], 0, f" but the edge had not finished {exit_grace_s:.0f} s later")
+        if nodes is not None and nodes.poll() and bar is not None:
+            bar.restart_clock()
+        if bar is not None:
+            bar.poll()
+        if time.monotonic() > deadline:
+            raise DeadlineExceeded("the run did not finish before --timeout; the edge was still running")
+        time.sleep(SUPERVISE_POLL_S)
+
+
+# ---------------------------------------------------------------- the cluster
+
+
+def _role_argv(role: str, args: argparse.Namespace, *extra: str) -> list[str]:
+    """`python -m launch.cli <role>` with the launcher's config file and overrides."""
+    argv = [sys.executable, "-m", "launch.cli", role]
+    if args.config:
+        argv += ["--config", args.config]
+    for o in args.overrides:
+        argv += ["--set", o]
+    return argv + list(extra)
+
+
+def _start_server(children: Children, name: str, argv: list[str], logs: Path, deadline: float) -> tuple[Child, str]:
+    """Start a child that writes a port file and serves health ""; return it and its address once SERVING."""
+    port_file = logs / f"{name}.port"
+    port_file.unlink(missing_ok=True)
+    child = children.start(name, argv + ["--port-file", str(port_file)], logs / f"{name}.log", child_env(REPO_ROOT))
+    port = wait_until(f"the {name} port file {port_file}", lambda: read_port(port_file), children, deadline)
+    address = f"{HOST}:{port}"
+    with HealthProbe(address) as health:
+        wait_until(f"the {name} health check at {address}", health.serving, children, deadline)
+    log.info("%s serving at %s", name, address)
+    return child, address
+
+
+def run_cluster(cfg: Config, args: argparse.Namespace, children: Children, deadline: float) -> None:
+    """Start every role, supervise the run, and return once the edge has finished and the others are down."""
+    out = Path(args.out)
+    logs = out / "logs"
+    edge, edge_addr = _start_server(children, "edge", _role_argv(
+        "edge", args, "--out", str(out), "--listen", f"{HOST}:0", "--no-progress"), logs, deadline)
+    with HealthProbe(edge_addr) as edge_health:
+        relay, relay_addr = _start_server(children, "relay", _role_argv(
+            "relay", args, "--listen", f"{HOST}:0", "--edge", edge_addr), logs, deadline)
+        wait_until("the relay's registration with the edge", lambda: edge_health.serving("node:relay"),
+                   children, deadline)
+        devices = []
+        for u in range(cfg.users):
+            for m in MODALITIES:
+                devices.append(children.start(f"device-user{u}-{m}", _role_argv(
+                    "device", args, "--relay", relay_addr, "--user", str(u), "--modality", m,
+                    "--state-dir", str(out / "checkpoints" / "devices")),
+                    logs / f"device-user{u}-{m}.log", child_env(REPO_ROOT)))
+        bar = RoundsBar({"stage1": cfg.train.stage1.steps, "stage2": cfg.train.stage2.steps},
+                        out / "metrics.jsonl", not args.no_progress)
+        try:
+            with logging_redirect_tqdm():
+                supervise(children, edge, deadline, bar, NodeWatch(edge_health, cfg.link_names()))
+        finally:
+            bar.close()
+    log.info("the edge finished; waiting for the devices to exit")
+    for c in children.wait(devices, max(0.0, min(EXIT_GRACE_S, deadline - time.monotonic()))):
+        log.warning("%s (pid %d) did not exit after the edge finished; stopping it", c.name, c.pid)
+    children.stop(STOP_GRACE_S)  # the relay, and any device still up
+    for c in devices + [relay]:
+        if c.returncode != 0:
+            log.warning("%s ended with code %d after the run finished; see %s", c.name, c.returncode, c.log_path)
+
+
+def summary_line(summary: dict, out: Path) -> str:
+    acc = summary["accuracy"]
+    losses = "; ".join(f"{stage} loss {v['first']:.3f} -> {v['last']:.3f}"
+                       for stage, v in summary.get("loss", {}).items())
+    return (f"accuracy {acc['overall']:.3f} over {acc['n']} questions; {losses}; "
+            f"{summary['wall_s']:.1f} s; run directory {out}")
+
+
+def report(out: Path) -> int:
+    """Print the per-link table and the accuracy line; 1 if the edge left no results."""
+    missing = [n for n in ("links.json", "summary.json") if not (out / n).is_file()]
+    if missing:
+        log.error("the edge exited 0 but %s is missing from %s; see %s", " and ".join(missing), out,
+                  out / "logs" / "edge.log")
+        return 1
+    sys.stdout.write(format_links(json.loads((out / "links.json").read_text())) + "\n")
+    sys.stdout.write(summary_line(json.loads((out / "summary.json").read_text()), out) + "\n")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config, args.overrides)
+    out = Path(args.out)
+    (out / "logs").mkdir(parents=True, exist_ok=True)
+    log.info("preparing the dataset and the foundation LM once for every process (cached on disk)")
+    prepare_assets(cfg)
+    for name in RUN_OUTPUTS:
+        (out / name).unlink(missing_ok=True)
+    children = Children()
+    deadline = time.monotonic() + args.timeout
+    try:
+        run_cluster(cfg, args, children, deadline)
+    except ChildExited as e:
+        log.error("%s", e)
+        return 1
+    except DeadlineExceeded as e:
+        log.error("%s", e)
+        return 124
+    except KeyboardInterrupt:
+        log.error("interrupted; stopping every process this launcher started")
+        return 130
+    finally:
+        children.stop(STOP_GRACE_S)
+    return report(out)
