@@ -229,6 +229,11 @@ class EdgeHub:
                     node.tasks.put(TaskSpec("SAVE", path=ckpt_dir))
                 node.tasks.put(TaskSpec("STOP"))
 
+    def close(self) -> None:
+        """Release every long-polling handler at once (so the server stops without waiting)."""
+        for node in self.nodes.values():
+            node.tasks.put(TaskSpec("STOP"))
+
     def links(self) -> list[dict]:
         merged = LinkMeter()
         for raw in self.reports.values():

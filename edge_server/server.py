@@ -143,9 +143,14 @@ def serve(cfg: Config, args: argparse.Namespace) -> int:
         hub.stop_quietly(str(run_dir.checkpoint_dir() / "devices"))
         Driver(cfg, edge, hub, {}, run_dir, False).save_edge()
         code = 3
+    except KeyboardInterrupt:
+        log.error("interrupted; saving the edge state to %s", run_dir.path / "checkpoints")
+        Driver(cfg, edge, hub, {}, run_dir, False).save_edge()
+        code = 130
     finally:
         run_dir.close()
-        server.stop(grace=2.0).wait()
+        hub.close()
+        server.stop(grace=1.0).wait()
     return code
 
 

@@ -29,13 +29,22 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser(chosen: str | None) -> argparse.ArgumentParser:
+    """All sub-commands listed; only the chosen one's module is imported (each role
+    process loads just what it runs)."""
     parser = argparse.ArgumentParser(prog="tokcom", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (module, help_text) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text)
-        importlib.import_module(module).add_arguments(p)
-    args = parser.parse_args(argv)
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name == chosen:
+            importlib.import_module(module).add_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    args = _parser(chosen if chosen in COMMANDS else None).parse_args(argv)
     setup_logging(args.command)
     # SIGTERM takes the same clean path out as Ctrl-C (servers stop, children are reaped).
     signal.signal(signal.SIGTERM, _interrupt)
