@@ -77,9 +77,12 @@ class DeviceClient:
             elif task.kind == pb.Task.UPDATE:
                 grad = codec.decode_symbols(task.grad, name="grad") if task.HasField("grad") else None
                 self.node.update(task.phase, task.step, grad)
-            elif task.kind == pb.Task.SAVE:
-                where = Path(task.path) if task.path else self.state_dir
-                self.node.save(where / f"{self.name.replace('/', '_')}.pt")
+            elif task.kind in (pb.Task.SAVE, pb.Task.LOAD):
+                where = (Path(task.path) if task.path else self.state_dir) / f"{self.name.replace('/', '_')}.pt"
+                if task.kind == pb.Task.SAVE:
+                    self.node.save(where)
+                else:
+                    self.node.load(where)
             elif task.kind == pb.Task.STOP:
                 self.stub.SendReport(codec.encode_report(self.name, self.meter.export()), timeout=60)
                 return

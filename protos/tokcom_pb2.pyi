@@ -73,12 +73,14 @@ class Task(_message.Message):
         UPDATE: _ClassVar[Task.Kind]
         SAVE: _ClassVar[Task.Kind]
         STOP: _ClassVar[Task.Kind]
+        LOAD: _ClassVar[Task.Kind]
     KIND_UNSPECIFIED: Task.Kind
     IDLE: Task.Kind
     TRANSMIT: Task.Kind
     UPDATE: Task.Kind
     SAVE: Task.Kind
     STOP: Task.Kind
+    LOAD: Task.Kind
     KIND_FIELD_NUMBER: _ClassVar[int]
     PHASE_FIELD_NUMBER: _ClassVar[int]
     STEP_FIELD_NUMBER: _ClassVar[int]
