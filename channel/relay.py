@@ -17,6 +17,7 @@ import time
 from concurrent import futures
 
 import grpc
+import torch
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from channel.fading import LinkChannel
@@ -164,6 +165,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
+    torch.set_num_threads(1)  # element-wise channel math; leave the cores to the edge
     opts = channel_options(cfg.wire.max_message_mb)
     channel = grpc.insecure_channel(args.edge, options=opts)
     try:

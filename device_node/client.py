@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import grpc
+import torch
 
 from configs.schema import MODALITIES, config_digest, load_config
 from device_node.build import build_device
@@ -98,6 +99,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--modality", required=True, choices=MODALITIES)
     p.add_argument("--state-dir", default="device_state", help="where SAVE writes when the edge names no path")
     p.add_argument("--connect-timeout", type=float, default=300.0)
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads for this device")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -106,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
 
     setup_logging("device", f"user{args.user}/{args.modality}")
     cfg = load_config(args.config, args.overrides)
+    torch.set_num_threads(args.threads)  # several devices share a machine with the edge
     if not 0 <= args.user < cfg.users:
         log.error("--user %d is outside this config's users 0..%d", args.user, cfg.users - 1)
         return 2

@@ -115,6 +115,9 @@ class Driver:
                 preds = self.edge.predict(user, ex.received, ex.labels)
                 lab = ex.labels
                 scorer.add(user, lab["qtypes"][:real], preds[:real], lab["answers"][:real])
+                for qid, qt, p, a in zip(chunk[:real], lab["qtypes"], preds, lab["answers"]):
+                    self.run_dir.log_prediction({"user": user, "question_id": qid, "qtype": qt, "answer": a,
+                                                 "prediction": p})
                 bar.update(1)
         return scorer.summary()
 

@@ -21,10 +21,16 @@ class RunDir:
         self.path.mkdir(parents=True, exist_ok=True)
         dump_config(cfg, self.path / "config.yaml")
         self._metrics = open(self.path / "metrics.jsonl", "w", encoding="utf-8")
+        self._predictions = None  # predictions.jsonl, opened at the first evaluated answer
 
     def log_metrics(self, row: dict) -> None:
         self._metrics.write(json.dumps(row) + "\n")
         self._metrics.flush()
+
+    def log_prediction(self, row: dict) -> None:
+        if self._predictions is None:
+            self._predictions = open(self.path / "predictions.jsonl", "w", encoding="utf-8")
+        self._predictions.write(json.dumps(row) + "\n")
 
     def write_links(self, entries: list[dict]) -> None:
         _atomic_json(self.path / "links.json", entries)
@@ -39,3 +45,5 @@ class RunDir:
 
     def close(self) -> None:
         self._metrics.close()
+        if self._predictions is not None:
+            self._predictions.close()
