@@ -134,6 +134,8 @@ class TransmitterConfig:
     # LM input order; leaving a modality out feeds the LM without it (e.g. [text]: the
     # question-only baseline). Stage 1 aligns every modality regardless.
     order: tuple[str, ...] = ("audio", "video", "text")
+    # standardise encoder features per dimension with training-clip statistics (see device_node.build)
+    standardize: bool = True
 
     def __post_init__(self) -> None:
         _check("text" in self.order and len(set(self.order)) == len(self.order)

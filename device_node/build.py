@@ -15,13 +15,25 @@ from foundation.manifest import build_manifest, clip_of
 
 
 class FeatureBank:
-    """Cached selected encoder tokens: clip ids -> (b, s, e)."""
+    """Cached selected encoder tokens: clip ids -> (b, s, e).
 
-    def __init__(self, table: dict[str, torch.Tensor], width: int):
+    With `standardize`, each feature dimension is shifted and scaled by its mean and
+    standard deviation over the training clips' tokens (fixed statistics, part of the
+    frozen input path). A frozen encoder's output can be dominated by a constant
+    offset; the tiny random-init ViViT's tokens vary by ~10 % around one, which
+    leaves the trainable projection little to work with.
+    """
+
+    def __init__(self, table: dict[str, torch.Tensor], width: int, stats_clips: list[str] | None = None):
         self.table, self.width = table, width
+        self.mean = self.scale = None
+        if stats_clips:
+            x = torch.stack([table[c] for c in stats_clips]).reshape(-1, width)  # (n*s, e)
+            self.mean, self.scale = x.mean(0), 1.0 / (x.std(0) + 1e-6)
 
     def __call__(self, clips: list[str]) -> torch.Tensor:
-        return torch.stack([self.table[c] for c in clips])  # (b, s, e)
+        x = torch.stack([self.table[c] for c in clips])  # (b, s, e)
+        return x if self.mean is None else (x - self.mean) * self.scale
 
 
 def needed_clips(dataset, manifest: dict[str, list[str]]) -> list[str]:
@@ -41,7 +53,10 @@ def build_device(cfg: Config, user: int, modality: str, dataset, cache_dir: Path
     if sel.tokens > encoder.num_tokens:
         raise ValueError(f"transmitter.{modality}.tokens={sel.tokens} exceeds the {modality} encoder's "
                          f"{encoder.num_tokens} tokens; choose at most {encoder.num_tokens}")
-    clips = needed_clips(dataset, build_manifest(dataset, cfg.eval.split))
-    table = selected_features(encoder, dataset, clips, sel.tokens, sel.selection, Path(cache_dir))
+    manifest = build_manifest(dataset, cfg.eval.split)
+    table = selected_features(encoder, dataset, needed_clips(dataset, manifest), sel.tokens, sel.selection,
+                              Path(cache_dir))
+    train = needed_clips(dataset, {p: manifest[p] for p in ("stage1", "stage2")}) if cfg.transmitter.standardize \
+        else None
     return DeviceNode(cfg, user, modality, dataset, lm_width(cfg.models),
-                      features=FeatureBank(table, encoder.width))
+                      features=FeatureBank(table, encoder.width, train))
