@@ -22,6 +22,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from channel.fading import LinkChannel
 from channel.link import apply_link, receiver_csi
+from configs.args import add_config_arguments
 from configs.schema import Config, config_digest, load_config
 from foundation.manifest import TRAIN_PHASES
 from protos import codec
@@ -154,8 +155,6 @@ class RelayServicer(pb_grpc.TokenLinkServicer):
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from launch.reference import add_config_arguments
-
     add_config_arguments(p)
     p.add_argument("--listen", default="127.0.0.1:0", help="HOST:PORT for devices (port 0: the OS picks)")
     p.add_argument("--edge", required=True, help="HOST:PORT of the edge server")

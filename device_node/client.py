@@ -18,9 +18,12 @@ from pathlib import Path
 import grpc
 import torch
 
+from configs.args import add_config_arguments
 from configs.schema import MODALITIES, config_digest, load_config
 from device_node.build import build_device
 from device_node.step import DeviceNode
+from foundation.assets import cache_dir
+from foundation.data import open_dataset
 from foundation.lm import embedding_fingerprint
 from foundation.logs import setup_logging
 from protos import codec
@@ -91,8 +94,6 @@ class DeviceClient:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from launch.reference import add_config_arguments
-
     add_config_arguments(p)
     p.add_argument("--relay", required=True, help="HOST:PORT of the relay")
     p.add_argument("--user", type=int, required=True)
@@ -103,9 +104,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from launch.assets import cache_dir
-    from foundation.data import open_dataset
-
     setup_logging("device", f"user{args.user}/{args.modality}")
     cfg = load_config(args.config, args.overrides)
     torch.set_num_threads(args.threads)  # several devices share a machine with the edge

@@ -15,11 +15,13 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from configs.args import add_config_arguments
 from configs.schema import Config, config_digest, load_config
 from edge_server.driver import Driver
 from edge_server.hub import DeviceTimeout, EdgeHub, HubError, TaskSpec
 from edge_server.rundir import RunDir
 from edge_server.step import EdgeNode, Received, pick_device
+from foundation.assets import prepare_assets
 from foundation.lm import embedding_fingerprint
 from foundation.manifest import build_manifest
 from protos import codec
@@ -97,8 +99,6 @@ class EdgeServicer(pb_grpc.TokenLinkServicer):
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from launch.reference import add_config_arguments
-
     add_config_arguments(p)
     p.add_argument("--out", required=True, help="run directory to write")
     p.add_argument("--listen", default="127.0.0.1:0", help="HOST:PORT to serve on (port 0: the OS picks)")
@@ -109,8 +109,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def serve(cfg: Config, args: argparse.Namespace) -> int:
-    from launch.assets import prepare_assets  # the edge loads the same cached assets as the devices
-
     dataset, (lm, tok) = prepare_assets(cfg)
     edge = EdgeNode(cfg, lm, tok, pick_device(cfg.models.device))
     width = lm.config.hidden_size

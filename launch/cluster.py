@@ -24,9 +24,9 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from configs.schema import MODALITIES, Config, load_config
-from launch.assets import prepare_assets
+from foundation.assets import prepare_assets
 from launch.procs import Child, ChildExited, Children, DeadlineExceeded, HealthProbe, child_env, read_port, wait_until
-from launch.reference import add_config_arguments
+from configs.args import add_config_arguments
 from protos.meter import format_links
 
 log = logging.getLogger(__name__)

@@ -9,23 +9,18 @@ import argparse
 import logging
 import sys
 
+from configs.args import add_config_arguments
 from configs.schema import MODALITIES, Config, load_config
 from device_node.build import build_device
 from edge_server.driver import Driver
 from edge_server.rundir import RunDir
 from edge_server.step import EdgeNode, pick_device
 from foundation.manifest import build_manifest
-from launch.assets import cache_dir, prepare_assets
+from foundation.assets import cache_dir, prepare_assets
 from launch.inprocess import InProcessTransport
 from protos.meter import format_links
 
 log = logging.getLogger(__name__)
-
-
-def add_config_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="YAML preset (default: the embedded tiny preset)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="dotted config override, e.g. --set channel.snr_db=6 (repeatable)")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

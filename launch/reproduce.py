@@ -28,7 +28,7 @@ from launch.report import (Section, cell_section, cost_section, fmt, loss_sectio
                            tsne_section)
 from launch.sweep import (AXES, RunRecord, cell_name, find_runs, parse_list, run_inprocess, run_sweep,
                           unique_cells, write_spec)
-from launch.reference import add_config_arguments
+from configs.args import add_config_arguments
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def majority_baseline(cfg: Config) -> dict:
     from edge_server.evaluate import Scorer
     from foundation.data import open_dataset
     from foundation.tokenizer import normalize_answer
-    from launch.assets import cache_dir
+    from foundation.assets import cache_dir
 
     dataset = open_dataset(cfg.data, cache_dir(cfg))
     train = dataset.questions("train")

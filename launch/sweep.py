@@ -38,7 +38,8 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from configs.schema import Config, ConfigError, config_digest, config_from_dict, load_config
 from foundation.data import QTYPE_GROUPS, QTYPES
 from launch.procs import child_env, tail
-from launch.reference import add_config_arguments, run_reference
+from configs.args import add_config_arguments
+from launch.reference import run_reference
 
 log = logging.getLogger(__name__)
 

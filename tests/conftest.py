@@ -40,6 +40,6 @@ def small_cfg(small_overrides):
 
 @pytest.fixture(scope="session")
 def assets(small_cfg):
-    from launch.assets import prepare_assets
+    from foundation.assets import prepare_assets
 
     return prepare_assets(small_cfg)  # (dataset, (lm, tokenizer))

@@ -137,7 +137,7 @@ def test_majority_baseline_against_the_raw_files(small_cfg):
     from foundation.data.formats import qtype_from_json
     from foundation.data.synth import ensure_synthetic
     from foundation.tokenizer import normalize_answer
-    from launch.assets import cache_dir
+    from foundation.assets import cache_dir
     from launch.reproduce import majority_baseline
 
     cfg = replace(small_cfg, ["eval.max_samples=0"])
