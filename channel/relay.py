@@ -23,7 +23,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from channel.fading import LinkChannel
 from channel.link import apply_link, receiver_csi
 from configs.args import add_config_arguments
-from configs.schema import Config, config_digest, load_config
+from configs.schema import Config
+from configs.loader import config_digest, load_config
 from foundation.manifest import TRAIN_PHASES
 from protos import codec
 from protos import tokcom_pb2 as pb

@@ -1,12 +1,6 @@
-"""YAML presets and their schema. `load_config(path, overrides)` is the entry."""
-from configs.schema import (  # noqa: F401
-    MODALITIES,
-    Config,
-    ConfigError,
-    LinkConfig,
-    dump_config,
-    embedded_default_path,
-    load_config,
-    replace,
-    to_dict,
-)
+"""YAML presets, their schema (`configs.schema`) and their loader (`configs.loader`)."""
+from configs.loader import dump_config, embedded_default_path, load_config, replace, to_dict
+from configs.schema import MODALITIES, Config, ConfigError, LinkConfig
+
+__all__ = ["MODALITIES", "Config", "ConfigError", "LinkConfig", "dump_config", "embedded_default_path",
+           "load_config", "replace", "to_dict"]

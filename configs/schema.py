@@ -1,17 +1,13 @@
-"""The config tree: frozen dataclasses loaded from YAML, with dotted overrides.
+"""The config tree: frozen dataclasses, validated in `__post_init__`.
 
-Every preset in this folder is loaded through `load_config`; unknown keys are an
-error naming the key; the resolved config is written to each run directory.
+Classes elsewhere take plain arguments; these objects are built from YAML by
+`configs.loader.load_config`, and every preset in this folder loads through it.
 """
 from __future__ import annotations
 
 import dataclasses
-import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
-
-import yaml
 
 MODALITIES = ("audio", "video", "text")
 SELECTIONS = ("window_mean", "window_max", "stride")
@@ -25,7 +21,7 @@ class ConfigError(ValueError):
     """A config file or override is malformed; the message names the key."""
 
 
-def _check(cond: bool, key: str, msg: str) -> None:
+def require(cond: bool, key: str, msg: str) -> None:
     if not cond:
         raise ConfigError(f"config key '{key}': {msg}")
 
@@ -45,9 +41,9 @@ class SyntheticData:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _check(self.num_clips >= 10, "data.synthetic.num_clips", "must be at least 10")
-        _check(2 <= self.num_instruments <= 22, "data.synthetic.num_instruments", "must be in 2..22")
-        _check(len(self.split) == 3 and abs(sum(self.split) - 1) < 1e-6,
+        require(self.num_clips >= 10, "data.synthetic.num_clips", "must be at least 10")
+        require(2 <= self.num_instruments <= 22, "data.synthetic.num_instruments", "must be in 2..22")
+        require(len(self.split) == 3 and abs(sum(self.split) - 1) < 1e-6,
                "data.synthetic.split", "must be three fractions summing to 1")
 
 
@@ -71,9 +67,9 @@ class DataConfig:
     answer_len: int = 6  # answer tokens incl. EOS, padded
 
     def __post_init__(self) -> None:
-        _check(self.kind in ("synthetic", "real"), "data.kind", "must be 'synthetic' or 'real'")
-        _check(self.text_len >= 2, "data.text_len", "must be at least 2")
-        _check(self.answer_len >= 2, "data.answer_len", "must be at least 2")
+        require(self.kind in ("synthetic", "real"), "data.kind", "must be 'synthetic' or 'real'")
+        require(self.text_len >= 2, "data.text_len", "must be at least 2")
+        require(self.answer_len >= 2, "data.answer_len", "must be at least 2")
 
 
 @dataclass(frozen=True)
@@ -84,8 +80,8 @@ class LoraConfig:
     target_modules: tuple[str, ...] = ("q_proj", "v_proj")
 
     def __post_init__(self) -> None:
-        _check(self.r >= 1, "models.lora.r", "must be >= 1")
-        _check(0 <= self.dropout < 1, "models.lora.dropout", "must be in [0, 1)")
+        require(self.r >= 1, "models.lora.r", "must be >= 1")
+        require(0 <= self.dropout < 1, "models.lora.dropout", "must be in [0, 1)")
 
 
 @dataclass(frozen=True)
@@ -112,8 +108,8 @@ class ModelsConfig:
     device: str = "auto"  # auto | cpu | cuda (the edge's LM and receivers)
 
     def __post_init__(self) -> None:
-        _check(self.preset in ("tiny", "paper"), "models.preset", "must be 'tiny' or 'paper'")
-        _check(self.device in ("auto", "cpu", "cuda"), "models.device", "must be auto, cpu or cuda")
+        require(self.preset in ("tiny", "paper"), "models.preset", "must be 'tiny' or 'paper'")
+        require(self.device in ("auto", "cpu", "cuda"), "models.device", "must be auto, cpu or cuda")
 
 
 @dataclass(frozen=True)
@@ -122,8 +118,8 @@ class ModalityTx:
     selection: str = "window_mean"
 
     def __post_init__(self) -> None:
-        _check(self.tokens >= 1, "transmitter.<modality>.tokens", "must be >= 1")
-        _check(self.selection in SELECTIONS, "transmitter.<modality>.selection",
+        require(self.tokens >= 1, "transmitter.<modality>.tokens", "must be >= 1")
+        require(self.selection in SELECTIONS, "transmitter.<modality>.selection",
                f"must be one of {SELECTIONS}")
 
 
@@ -138,7 +134,7 @@ class TransmitterConfig:
     standardize: bool = True
 
     def __post_init__(self) -> None:
-        _check("text" in self.order and len(set(self.order)) == len(self.order)
+        require("text" in self.order and len(set(self.order)) == len(self.order)
                and set(self.order) <= set(MODALITIES), "transmitter.order",
                f"must list distinct modalities of {MODALITIES}, text included")
 
@@ -156,12 +152,12 @@ class LinkConfig:
     equalizer: str = "mmse"  # receiver-side use of the CSI
 
     def __post_init__(self) -> None:
-        _check(self.fading in FADINGS, "channel.fading", f"must be one of {FADINGS}")
-        _check(self.csi in CSI_MODES, "channel.csi", f"must be one of {CSI_MODES}")
-        _check(self.equalizer in EQUALIZERS, "channel.equalizer", f"must be one of {EQUALIZERS}")
-        _check(self.coherence >= 0, "channel.coherence", "must be >= 0")
-        _check(self.pilots >= 1, "channel.pilots", "must be >= 1")
-        _check(self.k_factor >= 0, "channel.k_factor", "must be >= 0")
+        require(self.fading in FADINGS, "channel.fading", f"must be one of {FADINGS}")
+        require(self.csi in CSI_MODES, "channel.csi", f"must be one of {CSI_MODES}")
+        require(self.equalizer in EQUALIZERS, "channel.equalizer", f"must be one of {EQUALIZERS}")
+        require(self.coherence >= 0, "channel.coherence", "must be >= 0")
+        require(self.pilots >= 1, "channel.pilots", "must be >= 1")
+        require(self.k_factor >= 0, "channel.k_factor", "must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -181,9 +177,9 @@ class ChannelConfig:
         LinkConfig(**self._defaults())  # validates the defaults
         names = {f.name for f in dataclasses.fields(LinkConfig)}
         for link, over in self.links.items():
-            _check(isinstance(over, dict), f"channel.links.{link}", "must be a mapping")
+            require(isinstance(over, dict), f"channel.links.{link}", "must be a mapping")
             for k in over:
-                _check(k in names, f"channel.links.{link}.{k}", f"unknown key; known: {sorted(names)}")
+                require(k in names, f"channel.links.{link}.{k}", f"unknown key; known: {sorted(names)}")
             LinkConfig(**{**self._defaults(), **over})
 
     def _defaults(self) -> dict[str, Any]:
@@ -203,8 +199,8 @@ class StageConfig:
     log_every: int = 1
 
     def __post_init__(self) -> None:
-        _check(self.steps >= 0, "train.stageN.steps", "must be >= 0")
-        _check(self.batch >= 1, "train.stageN.batch", "must be >= 1")
+        require(self.steps >= 0, "train.stageN.steps", "must be >= 0")
+        require(self.batch >= 1, "train.stageN.batch", "must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -217,7 +213,7 @@ class TrainConfig:
     checkpoint: bool = True
 
     def __post_init__(self) -> None:
-        _check(self.tau > 0, "train.tau", "must be > 0")
+        require(self.tau > 0, "train.tau", "must be > 0")
 
 
 @dataclass(frozen=True)
@@ -229,7 +225,7 @@ class EvalConfig:
     probe_samples: int = 0  # >0: save pooled features of this many clips before/after stage 1
 
     def __post_init__(self) -> None:
-        _check(self.split in ("train", "val", "test"), "eval.split", "must be train, val or test")
+        require(self.split in ("train", "val", "test"), "eval.split", "must be train, val or test")
 
 
 @dataclass(frozen=True)
@@ -239,7 +235,7 @@ class WireConfig:
     step_timeout_s: float = 60.0
 
     def __post_init__(self) -> None:
-        _check(self.precision in PRECISIONS, "wire.precision", f"must be one of {PRECISIONS}")
+        require(self.precision in PRECISIONS, "wire.precision", f"must be one of {PRECISIONS}")
 
 
 @dataclass(frozen=True)
@@ -256,138 +252,8 @@ class Config:
     wire: WireConfig = field(default_factory=WireConfig)
 
     def __post_init__(self) -> None:
-        _check(self.users >= 1, "users", "must be >= 1")
+        require(self.users >= 1, "users", "must be >= 1")
 
     def link_names(self) -> list[str]:
         """Every device link, e.g. ['user0/audio', 'user0/video', 'user0/text']."""
         return [f"user{u}/{m}" for u in range(self.users) for m in MODALITIES]
-
-
-# ---------------------------------------------------------------- loading
-
-
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    """Build a value of type `tp` from plain YAML data, naming `key` on error."""
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        _check(isinstance(value, dict), key, f"must be a mapping, got {type(value).__name__}")
-        return _build(tp, value, key)
-    if origin is tuple:
-        _check(isinstance(value, (list, tuple)), key, "must be a list")
-        args = typing.get_args(tp)
-        inner = args[0] if len(args) == 2 and args[1] is Ellipsis else None
-        if inner is None:
-            _check(len(value) == len(args), key, f"must have {len(args)} items")
-            return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
-        return tuple(_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value))
-    if origin is dict:
-        _check(isinstance(value, dict), key, "must be a mapping")
-        return dict(value)
-    if tp is bool:
-        _check(isinstance(value, bool), key, f"must be true or false, got {value!r}")
-        return value
-    if tp is int:
-        _check(isinstance(value, int) and not isinstance(value, bool), key, f"must be an integer, got {value!r}")
-        return value
-    if tp is float:
-        _check(isinstance(value, (int, float)) and not isinstance(value, bool), key,
-               f"must be a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        _check(isinstance(value, str), key, f"must be a string, got {value!r}")
-        return value
-    return value
-
-
-def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    kwargs = {}
-    for k, v in data.items():
-        key = f"{prefix}.{k}" if prefix else str(k)
-        if k not in names:
-            raise ConfigError(f"config key '{key}': unknown key; known keys here: {sorted(names)}")
-        kwargs[k] = _coerce(v, hints[k], key)
-    try:
-        return cls(**kwargs)
-    except ConfigError:
-        raise
-    except TypeError as e:
-        raise ConfigError(f"config section '{prefix or '<root>'}': {e}") from e
-
-
-def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
-    parts = dotted.split(".")
-    node = tree
-    for p in parts[:-1]:
-        node = node.setdefault(p, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"config key '{dotted}': '{p}' is not a section")
-    node[parts[-1]] = value
-
-
-def parse_override(text: str) -> tuple[str, Any]:
-    """'channel.snr_db=6' -> ('channel.snr_db', 6). Values are parsed as YAML."""
-    if "=" not in text:
-        raise ConfigError(f"override '{text}' must look like key.path=value")
-    key, raw = text.split("=", 1)
-    return key.strip(), yaml.safe_load(raw)
-
-
-def embedded_default_path() -> Path:
-    """The embedded default preset (tiny models, generated data, CPU)."""
-    return Path(__file__).with_name("tiny.yaml")
-
-
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Load a YAML preset (the embedded default when `path` is None) plus overrides."""
-    path = Path(path) if path else embedded_default_path()
-    if not path.is_file():
-        raise ConfigError(f"config file '{path}' not found; pass an existing YAML file, "
-                          f"e.g. {embedded_default_path()}")
-    with open(path, encoding="utf-8") as f:
-        tree = yaml.safe_load(f) or {}
-    if not isinstance(tree, dict):
-        raise ConfigError(f"config file '{path}' must hold a mapping at the top level")
-    for text in overrides:
-        key, value = parse_override(text)
-        _set_dotted(tree, key, value)
-    return _build(Config, tree)
-
-
-def config_from_dict(tree: dict[str, Any]) -> Config:
-    """Rebuild a Config from `to_dict` output (e.g. a run's config.yaml)."""
-    return _build(Config, tree)
-
-
-def to_dict(cfg: Any) -> Any:
-    """Plain-data form of a config (tuples as lists) for YAML/JSON."""
-    if dataclasses.is_dataclass(cfg):
-        return {f.name: to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
-    if isinstance(cfg, (list, tuple)):
-        return [to_dict(v) for v in cfg]
-    if isinstance(cfg, dict):
-        return {k: to_dict(v) for k, v in cfg.items()}
-    return cfg
-
-
-def dump_config(cfg: Config, path: str | Path) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        yaml.safe_dump(to_dict(cfg), f, sort_keys=False)
-
-
-def replace(cfg: Config, overrides: list[str]) -> Config:
-    """A copy of `cfg` with dotted overrides applied (validated)."""
-    tree = to_dict(cfg)
-    for text in overrides:
-        key, value = parse_override(text)
-        _set_dotted(tree, key, value)
-    return config_from_dict(tree)
-
-
-def config_digest(cfg: Config) -> str:
-    """A short hash of the resolved config; every node of a run must agree on it."""
-    import hashlib
-    import json
-
-    return hashlib.sha256(json.dumps(to_dict(cfg), sort_keys=True).encode()).hexdigest()[:16]

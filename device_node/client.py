@@ -19,7 +19,8 @@ import grpc
 import torch
 
 from configs.args import add_config_arguments
-from configs.schema import MODALITIES, config_digest, load_config
+from configs.schema import MODALITIES
+from configs.loader import config_digest, load_config
 from device_node.build import build_device
 from device_node.step import DeviceNode
 from foundation.assets import cache_dir

@@ -23,7 +23,7 @@ import torch
 
 from configs.schema import MODALITIES, Config
 from edge_server.driver import Exchange
-from edge_server.step import TRAINED_DEVICES, Received
+from edge_server.step import Received
 from protos.meter import LinkMeter
 
 log = logging.getLogger(__name__)

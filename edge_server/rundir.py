@@ -6,7 +6,8 @@ import json
 import os
 from pathlib import Path
 
-from configs.schema import Config, dump_config
+from configs.schema import Config
+from configs.loader import dump_config
 
 
 def _atomic_json(path: Path, obj) -> None:

@@ -10,15 +10,15 @@ from __future__ import annotations
 import argparse
 import logging
 from concurrent import futures
-from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from configs.args import add_config_arguments
-from configs.schema import Config, config_digest, load_config
+from configs.schema import Config
+from configs.loader import config_digest, load_config
 from edge_server.driver import Driver
-from edge_server.hub import DeviceTimeout, EdgeHub, HubError, TaskSpec
+from edge_server.hub import DeviceTimeout, EdgeHub, HubError
 from edge_server.rundir import RunDir
 from edge_server.step import EdgeNode, Received, pick_device
 from foundation.assets import prepare_assets

@@ -23,7 +23,8 @@ from pathlib import Path
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from configs.schema import MODALITIES, Config, load_config
+from configs.schema import MODALITIES, Config
+from configs.loader import load_config
 from foundation.assets import prepare_assets
 from launch.procs import Child, ChildExited, Children, DeadlineExceeded, HealthProbe, child_env, read_port, wait_until
 from configs.args import add_config_arguments

@@ -10,7 +10,8 @@ import logging
 import sys
 
 from configs.args import add_config_arguments
-from configs.schema import MODALITIES, Config, load_config
+from configs.schema import MODALITIES, Config
+from configs.loader import load_config
 from device_node.build import build_device
 from edge_server.driver import Driver
 from edge_server.rundir import RunDir

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from configs.schema import Config, ConfigError, load_config
+from configs.schema import Config, ConfigError
+from configs.loader import load_config
 from launch.report import (Section, cell_section, cost_section, fmt, loss_section, mean_std, snr_section, table,
                            tsne_section)
 from launch.sweep import (AXES, RunRecord, cell_name, find_runs, parse_list, run_inprocess, run_sweep,

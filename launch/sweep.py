@@ -35,7 +35,8 @@ import yaml
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from configs.schema import Config, ConfigError, config_digest, config_from_dict, load_config
+from configs.schema import Config, ConfigError
+from configs.loader import config_digest, config_from_dict, load_config
 from foundation.data import QTYPE_GROUPS, QTYPES
 from launch.procs import child_env, tail
 from configs.args import add_config_arguments

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from configs.schema import load_config
+from configs.loader import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -9,7 +9,7 @@ import grpc
 import pytest
 import torch
 
-from configs.schema import config_digest
+from configs.loader import config_digest
 from launch.reference import run_reference
 from protos import codec
 from protos import tokcom_pb2 as pb

@@ -3,7 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from configs.schema import ConfigError, config_from_dict, load_config, replace, to_dict
+from configs.schema import ConfigError
+from configs.loader import config_from_dict, load_config, replace, to_dict
 
 PRESETS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from configs.schema import load_config, replace
+from configs.loader import load_config, replace
 from launch.cli import main
 from launch.figures import smooth
 from launch.report import alignment_scores, mean_std, write_report

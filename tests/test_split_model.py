@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from channel.link import apply_link
-from channel.symbols import complex_to_real, real_to_complex
-from configs.schema import replace
+from channel.symbols import complex_to_real
+from configs.loader import replace
 from device_node.build import build_device
 from edge_server.step import EdgeNode, Received
 from foundation.manifest import build_manifest

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from configs.schema import ConfigError, dump_config, load_config, replace
+from configs.schema import ConfigError
+from configs.loader import dump_config, load_config, replace
 from launch.cli import main
 from launch.sweep import (AXES, RunSpec, cell_name, cell_overrides, expand, full_grid, parse_list, run_sweep,
                           unique_cells, uplink_per_sample, write_results)
