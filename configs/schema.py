@@ -30,7 +30,7 @@ def require(cond: bool, key: str, msg: str) -> None:
 class SyntheticData:
     """The generated MUSIC-AVQA / VALOR-like dataset (the embedded default)."""
 
-    num_clips: int = 480
+    num_clips: int = 960
     num_instruments: int = 8
     frames: int = 16
     image_size: int = 32
