@@ -100,10 +100,12 @@ class EdgeHub:
                                f"node '{name}' has {key} {got} but the edge has {want}: run every role with the "
                                f"same config file and overrides, and the same dataset")
         with self.cond:
-            if name in self.nodes and self.nodes[name].info["pid"] != info["pid"]:
-                log.warning("node %s registered again (pid %s -> %s)", name, self.nodes[name].info["pid"],
-                            info["pid"])
-            self.nodes[name] = _Node(info)
+            old = self.nodes.get(name)
+            if old is None:
+                self.nodes[name] = _Node(info)
+            else:  # a restarted node takes over its name's queue and any round waiting for it
+                log.warning("node %s registered again (pid %s -> %s)", name, old.info["pid"], info["pid"])
+                old.info = info
             self.cond.notify_all()
         log.info("registered %s (pid %s on %s)", name, info["pid"], info["host"])
         self.on_register(name)

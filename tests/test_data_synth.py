@@ -34,8 +34,8 @@ NUMBER = ["zero", "one", "two", "three", "four", "five"]
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory) -> Path:
-    """The default generated dataset (480 clips), through the cache."""
-    return ensure_synthetic(SyntheticData(), tmp_path_factory.mktemp("cache"))
+    """A generated dataset of 480 clips (the other knobs at their defaults), through the cache."""
+    return ensure_synthetic(SyntheticData(num_clips=480), tmp_path_factory.mktemp("cache"))
 
 
 @pytest.fixture(scope="module")
