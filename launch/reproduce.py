@@ -48,6 +48,7 @@ class Plan:
     ref_tokens: int = 32
     fading: str = "awgn"
     tau: float = 0.07
+    taus: tuple[float, ...] = (0.03, 0.07, 0.13)  # t-SNE per tau: one extra aligned run each, first seed
 
     def _cell(self, snr: float, s: int, align: str, seed: int) -> dict:
         return {"snr_db": snr, "fading": self.fading, "audio_tokens": s, "video_tokens": s, "align": align,
@@ -57,7 +58,9 @@ class Plan:
         snr_cells = [self._cell(snr, self.ref_tokens, al, seed) for snr in self.snrs
                      for al in ("aligned", "unaligned") for seed in self.seeds]
         token_cells = [self._cell(self.ref_snr, s, "aligned", seed) for s in self.tokens for seed in self.seeds]
-        return unique_cells(snr_cells + token_cells)
+        tau_cells = [{**self._cell(self.ref_snr, self.ref_tokens, "aligned", self.seeds[0]), "tau": t}
+                     for t in self.taus]
+        return unique_cells(snr_cells + token_cells + tau_cells)
 
     def question_only_cells(self) -> list[dict]:
         return [self._cell(self.ref_snr, self.ref_tokens, "aligned", seed) for seed in self.seeds]
@@ -210,6 +213,7 @@ def write_doc(doc: Path, plan: Plan, cfg: Config, command: str, config: str | No
     figdir = doc.parent / "figures"
     figdir.mkdir(parents=True, exist_ok=True)
     rel = os.path.relpath(figdir, doc.parent)
+    every_tau, runs = runs, [r for r in runs if r.values["tau"] == plan.tau]  # other taus: t-SNE only
     at_ref_snr = [r for r in runs if r.values["snr_db"] == plan.ref_snr]
     at_ref_tokens = [r for r in runs if r.values["audio_tokens"] == plan.ref_tokens]
     loss, cost = loss_section(at_ref_snr, figdir), cost_section(at_ref_snr, figdir)
@@ -217,8 +221,8 @@ def write_doc(doc: Path, plan: Plan, cfg: Config, command: str, config: str | No
     if qonly:
         baselines["question only"] = mean_std(r.summary["accuracy"]["overall"] for r in qonly)[0]
     snr = snr_section(at_ref_tokens, figdir, baselines)
-    sections = [snr, loss, cost, tsne_section(runs, figdir), cell_section(runs + qonly)]
-    run_wall = sum(r.summary["wall_s"] for r in runs + qonly)
+    sections = [snr, loss, cost, tsne_section(every_tau, figdir), cell_section(runs + qonly)]
+    run_wall = sum(r.summary["wall_s"] for r in every_tau + qonly)
     tr, ev = cfg.train, cfg.eval
     head = [
         "# Results: token communication on the tiny preset" + (" (QUICK MODE: not the reproduction)" if quick else ""),
@@ -231,7 +235,8 @@ def write_doc(doc: Path, plan: Plan, cfg: Config, command: str, config: str | No
         f"Stage 1: {tr.stage1.steps} rounds, stage 2: {tr.stage2.steps} rounds, batch {tr.stage2.batch}, "
         f"lr {tr.stage2.lr:g}. Evaluation: the {ev.split} split"
         + (f" (first {ev.max_samples} questions)" if ev.max_samples else "") + ", greedy generation, exact match.",
-        f"- Runs: {len(runs)} + {len(qonly)} question-only. Wall time: {run_wall / 60:.1f} min summed over the "
+        f"- Runs: {len(every_tau)} (of which {len(every_tau) - len(runs)} at other taus, for the t-SNE) + "
+        f"{len(qonly)} question-only. Wall time: {run_wall / 60:.1f} min summed over the "
         f"runs' training and evaluation; this invocation took {elapsed_s / 60:.1f} min (runs finished by an "
         "earlier invocation were skipped).",
         "- Nothing was tuned; the evaluation split is used only for the numbers below. Data are the generated "
