@@ -68,7 +68,7 @@ class Plan:
 
 def make_plan(seeds: list[int], quick: bool) -> Plan:
     if quick:
-        return Plan(tuple(seeds[:1]), (0.0, 10.0), (8, 32))
+        return Plan(tuple(seeds[:1]), (0.0, 10.0), (8, 32), taus=(0.07,))
     return Plan(tuple(seeds), (0.0, 5.0, 10.0, 15.0), (8, 16, 32, 64))
 
 
