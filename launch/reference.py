@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
+from pathlib import Path
 
 from configs.args import add_config_arguments
 from configs.schema import MODALITIES, Config
@@ -19,7 +19,6 @@ from edge_server.step import EdgeNode, pick_device
 from foundation.manifest import build_manifest
 from foundation.assets import cache_dir, prepare_assets
 from launch.inprocess import InProcessTransport
-from protos.meter import format_links
 
 log = logging.getLogger(__name__)
 
@@ -46,13 +45,7 @@ def run_reference(cfg: Config, out: str, progress: bool = True) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config, args.overrides)
-    summary = run_reference(cfg, args.out, progress=not args.no_progress)
-    acc = summary["accuracy"]
-    sys.stdout.write(f"accuracy {acc['overall']:.3f} over {acc['n']} questions; "
-                     f"stage-2 loss {summary['loss']['stage2']['first']:.3f} -> "
-                     f"{summary['loss']['stage2']['last']:.3f}; run directory {args.out}\n")
-    import json
-    from pathlib import Path
-    sys.stdout.write(format_links(json.loads((Path(args.out) / "links.json").read_text())) + "\n")
-    return 0
+    from launch.cluster import report  # the same per-link table and summary line as `tokcom run`
+
+    run_reference(load_config(args.config, args.overrides), args.out, progress=not args.no_progress)
+    return report(Path(args.out))
