@@ -76,6 +76,7 @@ class Question:
     qtype: str  # one of QTYPES
     text: str  # placeholders filled
     answer: str
+    template: str = ""  # MUSIC-AVQA's question_content, placeholders unfilled
 
 
 def qtype_from_json(type_field: str) -> str:
@@ -141,6 +142,7 @@ def read_avqa(path: Path) -> list[Question]:
                 qtype=qtype_from_json(r["type"]),
                 text=fill_template(r["question_content"], values).strip(),
                 answer=str(r["anser"]).strip(),
+                template=str(r["question_content"]).strip(),
             ))
         except KeyError as e:
             raise ValueError(f"{path}: question '{qid}' lacks the key {e}; "
