@@ -7,7 +7,8 @@ Shapes: `b` batch, `n` encoder tokens, `d` encoder width (d_enc), `t` samples or
 - video: frames np.uint8 (t, H, W, 3) -> evenly sampled to the config's `num_frames` ->
   `VivitImageProcessor` -> `VivitModel` -> (b, n, d); n = 1 + tubelets (CLS token).
 
-Presets: `tiny` builds small random-init models whose weights are identical in every
+Presets: `tiny` builds small random-init models (with sinusoidal position embeddings,
+since transformers initialises them to zeros) whose weights are identical in every
 process (seeded from `derive_seed`; nodes compare `fingerprint()` to confirm); `paper` loads the real weights
 with `from_pretrained(..., local_files_only=True)`, or with `random_init` builds the paper's
 shapes (AST 1214 x 768, ViViT-B 16x2 3137 x 768) without weights.
@@ -174,6 +175,19 @@ def _model_kwargs(model_cls: type) -> dict[str, Any]:
     return {"add_pooling_layer": False} if model_cls is VivitModel else {}
 
 
+POSITION_AMPLITUDE = 0.25  # about the spread of the tiny encoders' patch embeddings across patches
+
+
+def sinusoidal_positions(n: int, d: int, amplitude: float = POSITION_AMPLITUDE) -> torch.Tensor:
+    """(1, n, d) fixed sine/cosine position table over the token index (Vaswani et al.)."""
+    pos = torch.arange(n, dtype=torch.float64)[:, None]  # (n, 1)
+    freq = torch.exp(-np.log(10000.0) * torch.arange(0, d, 2, dtype=torch.float64) / d)  # (d/2,)
+    table = torch.zeros(n, d, dtype=torch.float64)
+    table[:, 0::2] = torch.sin(pos * freq)
+    table[:, 1::2] = torch.cos(pos * freq[: d // 2])
+    return (amplitude * table).float()[None]  # (1, n, d)
+
+
 def _seeded_model(modality: str, tag: str, cfg: Any, model_cls: type) -> torch.nn.Module:
     # The random init draws from the global CPU generator. fork_rng restores it afterwards,
     # so callers' randomness is untouched, while the fixed seed makes the weights identical
@@ -181,7 +195,14 @@ def _seeded_model(modality: str, tag: str, cfg: Any, model_cls: type) -> torch.n
     # (lazily) every CUDA generator, which fork_rng(devices=[]) would not restore.
     with torch.random.fork_rng(devices=[]):
         torch.default_generator.manual_seed(derive_seed("encoder", modality, tag))
-        return model_cls(cfg, **_model_kwargs(model_cls))
+        model = model_cls(cfg, **_model_kwargs(model_cls))
+    # transformers initialises AST's and ViViT's position embeddings to zeros, which
+    # leaves a random-init encoder blind to where (and when) each patch is; the real
+    # checkpoints learned theirs. A fixed sinusoidal table stands in for them.
+    pe = model.embeddings.position_embeddings  # (1, n, d)
+    with torch.no_grad():
+        pe.copy_(sinusoidal_positions(pe.shape[1], pe.shape[2]))
+    return model
 
 
 def _pretrained_parts(modality: str, path: str) -> tuple[torch.nn.Module, Any]:

@@ -3,7 +3,8 @@
 Legend: b batch, P prefix tokens (received modalities), A answer tokens, d width,
 V vocabulary.
 
-The prefix is the receivers' outputs concatenated in the configured order; the
+The prefix is the receivers' outputs concatenated in the configured order, the
+question left-padded so that its last real token comes last (`left_align`); the
 answer follows as the LM's own (frozen) embeddings. Position ids count real tokens
 only (padding inside the prefix is masked and skipped), identically in training
 and generation. Logits are computed only where a loss or a generation step needs
@@ -24,6 +25,20 @@ from configs.schema import LoraConfig
 def positions(mask: torch.Tensor) -> torch.Tensor:
     """(b, L) attention mask -> (b, L) position ids counting real tokens only."""
     return (mask.long().cumsum(dim=1) - 1).clamp_min(0)
+
+
+def left_align(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Move each row's real tokens to the end, padding to the front.
+
+    x (b, L, d), mask (b, L) bool with the real tokens first (right padding) ->
+    the same tokens with row i rotated by its real length n_i: new[j] = old[(j + n_i) mod L].
+    The answer is then predicted right after the last real question token, never after
+    a padding slot (the authors' layout read it off padding for every short question).
+    """
+    b, L = mask.shape
+    n = mask.long().sum(dim=1, keepdim=True)  # (b, 1)
+    idx = (torch.arange(L, device=mask.device)[None, :] + n) % L  # (b, L)
+    return x.gather(1, idx[:, :, None].expand(-1, -1, x.shape[2])), mask.gather(1, idx)
 
 
 class FoundationLM(nn.Module):

@@ -5,9 +5,9 @@ table) and the edge server (which runs the LM) load them from here.
 
 Presets:
 - `tiny`: a small random-init Qwen2 and a BPE tokenizer trained on the generated
-  corpus. Before it is frozen, the LM is pretrained briefly on that corpus
-  (captions, questions with their answers) so that it knows its language the way
-  Qwen knows English; the checkpoint is cached, keyed by everything it depends on.
+  corpus. Before it is frozen, the LM is pretrained briefly on that corpus (captions,
+  bare questions and the answer words alone; never a question with its answer) so
+  that it knows its language the way Qwen knows English; the checkpoint is cached, keyed by everything it depends on.
 - `paper`: Qwen/Qwen2.5-1.5B via `from_pretrained` from a local folder or the HF
   cache (never downloaded here); `random_init` builds the same shapes without
   weights, with the corpus tokenizer standing in for Qwen's.
@@ -46,10 +46,14 @@ class MissingWeightsError(FileNotFoundError):
 
 
 def pretraining_texts(dataset) -> list[str]:
-    """What the tiny LM learns from: TRAIN-split captions and 'question answer'
-    lines only (test answers must never reach the LM)."""
+    """What the tiny LM learns from: TRAIN-split captions, bare questions and the answer
+    words alone. Never a question with its answer: the LM would learn each template's answer prior before it
+    sees any media (and test answers must never reach it at all)."""
     texts = {c.text for c in dataset.captions("train")}
-    texts |= {f"{q.text} {q.answer}" for q in dataset.questions("train")}
+    texts |= {q.text for q in dataset.questions("train")}
+    # Each answer word once, on its own line, so the LM can say it (as Qwen can say any
+    # English word): a flat prior over the answer vocabulary, tied to no question.
+    texts |= {q.answer for q in dataset.questions("train")}
     return sorted(t.strip() for t in texts if t.strip())
 
 

@@ -3,7 +3,7 @@ import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from configs.schema import LoraConfig
-from edge_server.lm import FoundationLM
+from edge_server.lm import FoundationLM, left_align
 
 
 def _tiny_lm(seed=0):
@@ -69,3 +69,44 @@ def test_missing_paper_weights_is_a_clear_error(tmp_path):
         load_foundation(cfg, dataset=None, cache_dir=tmp_path)
     with pytest.raises(MissingWeightsError, match="huggingface-cli download"):
         lm_width(cfg)
+
+
+def test_left_align_moves_padding_to_the_front():
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(3, 6, 4, generator=g)
+    lens = [6, 2, 4]
+    mask = torch.tensor([[j < n for j in range(6)] for n in lens])
+    y, m = left_align(x, mask)
+    for i, n in enumerate(lens):  # independent: slice and concatenate per row
+        assert torch.equal(y[i], torch.cat([x[i, n:], x[i, :n]]))
+        assert m[i].tolist() == [False] * (6 - n) + [True] * n
+
+
+def test_answer_follows_the_last_real_question_token():
+    """The edge's prefix with a padded question gives the same answer loss and the same
+    generated tokens as the question with no padding at all: the first answer token is
+    predicted from the last real question token, never from a padding slot."""
+    from configs.loader import load_config
+    from edge_server.step import EdgeNode
+
+    base = _tiny_lm(3)
+    cfg = load_config(None, ["models.lora.dropout=0.0"])
+    edge = EdgeNode(cfg, base, tokenizer=None)
+    edge.lm.eval()
+    g = torch.Generator().manual_seed(3)
+    b, L, d = 2, 7, 32
+    toks = {m: torch.randn(b, n, d, generator=g) for m, n in (("audio", 3), ("video", 2), ("text", L))}
+    lens = [4, 6]
+    text_mask = torch.tensor([[j < n for j in range(L)] for n in lens])
+    prefix, pmask = edge._prefix(toks, text_mask)
+    assert pmask[:, -1].all()
+    ans = torch.randint(0, 64, (b, 3), generator=g)
+    amask = torch.ones(b, 3, dtype=torch.bool)
+    for i, n in enumerate(lens):
+        assert torch.equal(prefix[i, -1], toks["text"][i, n - 1])
+        bare = torch.cat([toks["audio"][i], toks["video"][i], toks["text"][i, :n]])[None]  # no padding
+        ones = torch.ones(1, bare.shape[1], dtype=torch.bool)
+        ref = edge.lm.answer_loss(bare, ones, ans[i:i + 1], amask[i:i + 1])
+        ours = edge.lm.answer_loss(prefix[i:i + 1], pmask[i:i + 1], ans[i:i + 1], amask[i:i + 1])
+        assert torch.allclose(ours, ref, atol=1e-5), (i, float(ours), float(ref))
+        assert edge.lm.generate(prefix[i:i + 1], pmask[i:i + 1], 4, 63) == edge.lm.generate(bare, ones, 4, 63)

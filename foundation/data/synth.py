@@ -34,12 +34,13 @@ from configs.schema import SyntheticData
 from foundation.data import formats
 from foundation.data.synth_media import render_audio, render_frames
 from foundation.data.synth_scene import LEVELS, Scene, instrument_table, sample_scene
-from foundation.data.synth_text import clip_caption, clip_questions
+from foundation.data.synth_text import Template, answer_with, clip_caption, templates
 
 logger = logging.getLogger(__name__)
 
 # Bump when the generator's output changes, so old caches are not reused.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
+POOL_PER_CLIP = 16  # candidate scenes per clip
 
 
 def synthetic_key(cfg: SyntheticData) -> str:
@@ -73,35 +74,108 @@ def _scene_record(scene: Scene, split: str, table, duration_s: float) -> dict:
     }
 
 
+class AnswerBalance:
+    """Answers first, kept uniform within each template: a template's next wanted answer
+    is its least-used one so far (ties broken at random)."""
+
+    def __init__(self, tmpls: tuple[Template, ...]):
+        self.used = {t.text: Counter({a: 0 for a in t.answers}) for t in tmpls}
+
+    def want(self, t: Template, rng: np.random.Generator) -> str:
+        counts = self.used[t.text]
+        low = min(counts.values())
+        least = [a for a in t.answers if counts[a] == low]
+        return least[int(rng.integers(len(least)))]
+
+    def asked(self, t: Template) -> int:
+        return sum(self.used[t.text].values())
+
+    def take(self, t: Template, answer: str) -> None:
+        self.used[t.text][answer] += 1
+
+
+class ScenePool:
+    """Many candidate scenes and, for each, the answers every template can get from it.
+
+    A clip is made answers first: templates and the wanted answer of each are chosen
+    (`AnswerBalance`), then an unused pool scene that gives all of them is taken.
+    """
+
+    def __init__(self, size: int, num_instruments: int, tmpls: tuple[Template, ...], names: tuple[str, ...],
+                 rng: np.random.Generator):
+        self.tmpls, self.names = tmpls, names
+        self.column = {(t.text, a): j for j, (t, a) in enumerate((t, a) for t in tmpls for a in t.answers)}
+        self.scenes = [sample_scene("pool", num_instruments, rng) for _ in
+                       tqdm(range(size), desc="scene pool", unit="scene", leave=False)]
+        self.gives = np.zeros((size, len(self.column)), dtype=bool)  # (pool, template-answer pairs)
+        for i, sc in enumerate(self.scenes):
+            for t in tmpls:
+                for _, a in t.ask(sc, names):
+                    if (t.text, a) in self.column:
+                        self.gives[i, self.column[(t.text, a)]] = True
+        self.free = np.ones(size, dtype=bool)
+
+    def clip(self, clip_id: str, k: int, balance: AnswerBalance, rng: np.random.Generator
+             ) -> tuple[Scene, list[tuple[Template, list[str], str]]]:
+        """A scene for the clip and up to k questions (template, templ_values, answer).
+
+        Templates are taken least-asked first, each with its least-used answer, as long as
+        some unused pool scene still gives every answer taken so far."""
+        fits = self.free.copy()
+        picked: list[tuple[Template, str]] = []
+        ties = rng.random(len(self.tmpls))
+        for j in sorted(range(len(self.tmpls)), key=lambda j: (balance.asked(self.tmpls[j]), ties[j])):
+            if len(picked) == k:
+                break
+            t = self.tmpls[j]
+            a = balance.want(t, rng)
+            narrower = fits & self.gives[:, self.column[(t.text, a)]]
+            if narrower.any():
+                fits = narrower
+                picked.append((t, a))
+        if not fits.any():
+            raise RuntimeError(f"{clip_id}: the scene pool ran out; raise POOL_PER_CLIP")
+        choice = np.flatnonzero(fits)
+        i = int(choice[rng.integers(choice.size)])
+        self.free[i] = False
+        scene = dataclasses.replace(self.scenes[i], clip_id=clip_id)
+        asked = [(t, answer_with(t, scene, self.names, a, rng), a) for t, a in picked]
+        for t, _, a in asked:
+            balance.take(t, a)
+        return scene, asked
+
+
 def generate_synthetic(cfg: SyntheticData, out_dir: Path) -> None:
     """Write the whole generated dataset into `out_dir` (which must be empty or absent)."""
     out_dir = Path(out_dir)
     table = instrument_table(cfg.num_instruments)
     names = tuple(inst.name for inst in table)
     rng = np.random.default_rng(cfg.seed)
-    split_rng, *clip_rngs = rng.spawn(cfg.num_clips + 1)
+    split_rng, pool_rng, *clip_rngs = rng.spawn(cfg.num_clips + 2)
     split_of = {i: s for s, idx in split_clips(cfg.num_clips, cfg.split, split_rng).items() for i in idx}
     media = out_dir / "extraction"
     captions = {s: [] for s in formats.SPLITS}
     questions = {s: [] for s in formats.SPLITS}
     scenes = []
     next_qid = 0
-    asked_so_far: Counter = Counter()  # question types over all clips so far
+    tmpls = templates(cfg.num_instruments, names)
+    k = min(cfg.questions_per_clip, len(tmpls))
+    balance = AnswerBalance(tmpls)
+    pool = ScenePool(POOL_PER_CLIP * cfg.num_clips, cfg.num_instruments, tmpls, names, pool_rng)
     for i in tqdm(range(cfg.num_clips), desc="synthetic clips", unit="clip"):
         clip_rng, split = clip_rngs[i], split_of[i]
-        scene = sample_scene(f"syn{i:05d}", cfg.num_instruments, clip_rng)
+        scene, asked = pool.clip(f"syn{i:05d}", k, balance, clip_rng)
         audio = render_audio(scene, table, cfg.sample_rate, cfg.duration_s, clip_rng)
         formats.write_wav(formats.audio_path(media, scene.clip_id), audio, cfg.sample_rate)
         video = render_frames(scene, table, cfg.frames, cfg.image_size, clip_rng)
         formats.write_frames(formats.frames_dir(media, scene.clip_id), video)
         captions[split].append({"video_id": scene.clip_id, "desc": clip_caption(scene, table)})
-        for qtype, template, values, answer in clip_questions(scene, names, cfg.questions_per_clip, clip_rng,
-                                                             asked_so_far):
+        for tmpl, values, answer in asked:
             questions[split].append({
                 "video_id": scene.clip_id,
                 "question_id": next_qid,  # an int, as in the real files
-                "type": formats.qtype_to_json(qtype),
-                "question_content": template,
+                "type": formats.qtype_to_json(tmpl.qtype),
+                "question_content": tmpl.text,
                 "templ_values": json.dumps(values),
                 "question_deleted": 0,
                 "anser": answer,
