@@ -20,7 +20,7 @@ from torch import nn
 from channel.symbols import as_pairs, from_pairs
 from configs.schema import MODALITIES, Config
 from edge_server.losses import info_nce, masked_mean_pool, masked_mse
-from edge_server.lm import FoundationLM
+from edge_server.lm import FoundationLM, left_align
 from edge_server.receiver import TokenReceiver
 from foundation.seeding import derive_seed, make_generator
 
@@ -111,11 +111,16 @@ class EdgeNode:
         return out
 
     def _prefix(self, toks: dict[str, torch.Tensor], text_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The LM's input prefix in the configured order, the question left-padded."""
         parts, masks = [], []
         for m in self.cfg.transmitter.order:
-            parts.append(toks[m])
             b, s = toks[m].shape[:2]
-            masks.append(text_mask if m == "text" else torch.ones(b, s, dtype=torch.bool, device=self.device))
+            if m == "text":
+                x, mask = left_align(toks[m], text_mask)  # (b, L, d), (b, L)
+            else:
+                x, mask = toks[m], torch.ones(b, s, dtype=torch.bool, device=self.device)
+            parts.append(x)
+            masks.append(mask)
         return torch.cat(parts, dim=1), torch.cat(masks, dim=1)  # (b, P, d), (b, P)
 
     # ------------------------------------------------------------- the step
