@@ -18,6 +18,9 @@ from tqdm import tqdm
 from edge_server.evaluate import Scorer
 from edge_server.rundir import RunDir
 from edge_server.step import EdgeNode, Received
+from foundation.assets import cache_dir
+from foundation.baselines import answer_prior_baselines
+from foundation.data import open_dataset
 
 log = logging.getLogger(__name__)
 
@@ -156,10 +159,16 @@ class Driver:
         summary = {"accuracy": accuracy, "steps": steps, "wall_s": wall,
                    "samples_per_s": samples / wall if wall > 0 else 0.0,
                    "step_time_breakdown_ms": self.timer.mean(),
-                   "loss": self.losses, "processes": self.transport.processes()}
+                   "loss": self.losses, "processes": self.transport.processes(), "baselines": self.baselines()}
         self.run_dir.write_links(self.transport.links())
         self.run_dir.write_summary(summary)
         return summary
+
+    def baselines(self) -> dict:
+        """Chance and per-template majority on the evaluated questions (train answers only)."""
+        dataset = open_dataset(self.cfg.data, cache_dir(self.cfg))
+        ids = self.manifest["eval"][: self.cfg.eval.max_samples or None]
+        return answer_prior_baselines(dataset.questions("train"), [dataset.question(i) for i in ids])
 
     def checkpoint(self) -> None:
         self.transport.save_devices(str(self.run_dir.checkpoint_dir() / "devices"))

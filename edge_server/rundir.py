@@ -1,5 +1,6 @@
 """The run directory contract (DESIGN.md): config.yaml, metrics.jsonl, links.json,
-summary.json and checkpoints/."""
+summary.json and checkpoints/; tb/ mirrors the metrics, summary and links as
+TensorBoard event files (edge_server.tracking)."""
 from __future__ import annotations
 
 import json
@@ -8,6 +9,7 @@ from pathlib import Path
 
 from configs.schema import Config
 from configs.loader import dump_config
+from edge_server.tracking import Tracker
 
 
 def _atomic_json(path: Path, obj) -> None:
@@ -23,10 +25,13 @@ class RunDir:
         dump_config(cfg, self.path / "config.yaml")
         self._metrics = open(self.path / "metrics.jsonl", "w", encoding="utf-8")
         self._predictions = None  # predictions.jsonl, opened at the first evaluated answer
+        self.tracker = Tracker(self.path / "tb")
+        self.tracker.config((self.path / "config.yaml").read_text(encoding="utf-8"))
 
     def log_metrics(self, row: dict) -> None:
         self._metrics.write(json.dumps(row) + "\n")
         self._metrics.flush()
+        self.tracker.step(row)
 
     def log_prediction(self, row: dict) -> None:
         if self._predictions is None:
@@ -35,9 +40,11 @@ class RunDir:
 
     def write_links(self, entries: list[dict]) -> None:
         _atomic_json(self.path / "links.json", entries)
+        self.tracker.links(entries)
 
     def write_summary(self, summary: dict) -> None:
         _atomic_json(self.path / "summary.json", summary)
+        self.tracker.summary(summary)
 
     def checkpoint_dir(self) -> Path:
         p = self.path / "checkpoints"
@@ -46,5 +53,6 @@ class RunDir:
 
     def close(self) -> None:
         self._metrics.close()
+        self.tracker.close()
         if self._predictions is not None:
             self._predictions.close()

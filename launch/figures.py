@@ -17,6 +17,7 @@ import numpy as np  # noqa: E402
 
 MODALITY_COLOURS = {"audio": "tab:blue", "video": "tab:orange", "text": "tab:green"}
 DPI = 120
+BASELINE_COLOURS = ("grey", "tab:brown", "tab:purple", "tab:olive", "tab:cyan", "black", "tab:pink")
 EXACT_TSNE_MAX = 1500  # points
 
 
@@ -61,19 +62,20 @@ def loss_curves(panels: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]], pat
 
 
 def accuracy_vs_snr(panels: dict[str, dict[str, tuple[list, list, list]]], path: str | Path,
-                    baselines: dict[str, float] | None = None) -> Path:
-    """One panel per fading model; per label (snrs, mean accuracy, std) with error bars;
-    optional horizontal baseline lines."""
+                    baselines: dict[str, float] | None = None, xlabel: str = "SNR (dB)") -> Path:
+    """One panel per key (e.g. fading model); per label (snrs, mean accuracy, error) with
+    error bars; optional labelled horizontal lines (baselines)."""
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False, sharey=True)
     for ax, (title, lines) in zip(axes[0], panels.items()):
         for label, (x, m, s) in lines.items():
             ax.errorbar(x, m, yerr=s, marker="o", capsize=3, label=label,
                         linestyle="--" if "unaligned" in label else "-")
-        for name, value in (baselines or {}).items():
-            ax.axhline(value, color="grey", linestyle=":", linewidth=1)
-            ax.annotate(name, (ax.get_xlim()[0], value), fontsize=7, color="grey", va="bottom")
+        for i, (name, value) in enumerate((baselines or {}).items()):
+            colour = BASELINE_COLOURS[i % len(BASELINE_COLOURS)]
+            ax.axhline(value, color=colour, linestyle=":", linewidth=1.2)
+            ax.annotate(name, (ax.get_xlim()[0], value), fontsize=7, color=colour, va="bottom")
         ax.set_title(title)
-        ax.set_xlabel("SNR (dB)")
+        ax.set_xlabel(textwrap.fill(xlabel, 50), fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     axes[0][0].set_ylabel("accuracy")

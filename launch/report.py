@@ -1,25 +1,26 @@
 """`tokcom report`: figures (PNG) and report.md for one run directory or a sweep.
 
 A sweep report draws, from the finished runs under `runs/`:
+- the baselines (chance, per-template majority, question-only runs, noise-free runs);
 - stage-2 loss against rounds, one line per (s_A, s_V) x aligned/unaligned, mean over
   seeds, smoothed (paper Fig. 2);
 - accuracy against SNR, aligned vs unaligned, one panel per fading model, mean and
-  std over seeds as error bars (Fig. 3);
+  std over seeds as error bars, noise-free runs (SNR inf) and the baselines as
+  horizontal lines (Fig. 3);
 - t-SNE of pooled audio/video/text features before and after alignment, per tau;
 - accuracy against uplink channel uses per sample, one point per token-length setting.
 Axes a figure does not vary are held at their most common value in the sweep (the
 figure's caption names them). A figure whose data is absent is skipped, and report.md
 says why. A single run's report has its loss curves, per-question-type accuracy and,
-for a cluster run (links with latencies), per-link bytes and latency.
+for a cluster run (links with latencies), per-link bytes and latency; every accuracy
+has the chance and per-template majority baselines beside it.
 """
 from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
-from collections import Counter
-from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,101 +28,16 @@ import numpy as np
 from configs.schema import ConfigError
 from foundation.data import QTYPE_GROUPS, QTYPES
 from launch import figures
-from launch.sweep import AXES, RunRecord, find_runs, load_run, uplink_per_sample
+from launch.baselines import BASELINE_NOTE, run_baselines
+from launch.grid import AXES
+from launch.runs import RunRecord, find_runs, load_run, uplink_per_sample
+from launch.tables import (LABEL, Section, accuracy, describe, fmt, group, mean_curve, mean_std, reference, select,
+                           stage_curve, table, tokens_label)
 
 log = logging.getLogger(__name__)
 
 SWEEP_FIGURES = ("loss_curves.png", "accuracy_vs_snr.png", "tsne.png", "accuracy_vs_cost.png")
 RUN_FIGURES = ("run_loss.png", "run_accuracy.png", "run_links.png")
-_LABEL = {a.key: a.label for a in AXES}
-
-
-# ---------------------------------------------------------------- helpers
-
-
-@dataclass
-class Section:
-    """One part of report.md: a figure (or why it is skipped), a table, and its numbers."""
-
-    title: str
-    figure: str | None = None
-    skipped: str | None = None
-    text: str = ""
-    data: dict = field(default_factory=dict)
-
-    def markdown(self, level: int = 2) -> str:
-        out = [f"{'#' * level} {self.title}", ""]
-        if self.figure:
-            out += [f"![{self.title}]({self.figure})", ""]
-        if self.skipped:
-            out += [f"*Figure skipped: {self.skipped}.*", ""]
-        if self.text:
-            out += [self.text, ""]
-        return "\n".join(out)
-
-
-def mean_std(values: Iterable[float]) -> tuple[float, float, int]:
-    """Mean, sample standard deviation (0 for a single value) and count."""
-    v = np.asarray([x for x in values if x == x], dtype=np.float64)  # NaNs dropped
-    if v.size == 0:
-        return float("nan"), float("nan"), 0
-    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0, int(v.size)
-
-
-def fmt(m: float, s: float | None = None, digits: int = 3) -> str:
-    if m != m:
-        return "-"
-    return f"{m:.{digits}f}" if s is None else f"{m:.{digits}f} ± {s:.{digits}f}"
-
-
-def table(headers: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
-    return "\n".join(lines)
-
-
-def reference(runs: list[RunRecord], keys: Iterable[str]) -> dict:
-    """Each key's most common value among `runs` (ties: the first in sorted order)."""
-    ref = {}
-    for k in keys:
-        counts = Counter(r.values[k] for r in runs)
-        ref[k] = sorted(counts, key=lambda v: (-counts[v], str(v)))[0]
-    return ref
-
-
-def select(runs: list[RunRecord], fixed: dict) -> list[RunRecord]:
-    return [r for r in runs if all(r.values[k] == v for k, v in fixed.items())]
-
-
-def group(runs: list[RunRecord], keys: tuple[str, ...]) -> dict[tuple, list[RunRecord]]:
-    out: dict[tuple, list[RunRecord]] = {}
-    for r in runs:
-        out.setdefault(tuple(r.values[k] for k in keys), []).append(r)
-    return dict(sorted(out.items(), key=lambda kv: tuple(str(x) if isinstance(x, str) else x for x in kv[0])))
-
-
-def describe(fixed: dict) -> str:
-    return ", ".join(_LABEL[k](v) if k in _LABEL else f"{k} {v}" for k, v in fixed.items())
-
-
-def tokens_label(a: int, v: int) -> str:
-    return f"s_A={a}, s_V={v}"
-
-
-def stage_curve(run: RunRecord, stage: str) -> tuple[np.ndarray, np.ndarray]:
-    rows = [m for m in run.metrics() if m.get("stage") == stage]
-    return np.array([m["step"] for m in rows]), np.array([m["loss"] for m in rows], dtype=np.float64)
-
-
-def mean_curve(runs: list[RunRecord], stage: str) -> tuple[np.ndarray, np.ndarray]:
-    """Mean loss over runs at the steps every run logged."""
-    curves = [dict(zip(*(a.tolist() for a in stage_curve(r, stage)))) for r in runs]
-    steps = sorted(set.intersection(*(set(c) for c in curves))) if curves else []
-    return np.array(steps), np.array([np.mean([c[s] for c in curves]) for s in steps], dtype=np.float64)
-
-
-def accuracy(run: RunRecord, key: str = "overall") -> float:
-    return float(run.summary["accuracy"].get(key, float("nan")))
 
 
 # ---------------------------------------------------------------- sweep sections
@@ -129,7 +45,7 @@ def accuracy(run: RunRecord, key: str = "overall") -> float:
 
 def loss_section(runs: list[RunRecord], figdir: Path) -> Section:
     sec = Section("Training loss against rounds (Fig. 2)")
-    fixed = reference(runs, ("snr_db", "fading", "tau", "inputs"))
+    fixed = reference(runs, ("snr_db", "snr_links", "fading", "tau", "inputs"))
     groups = group(select(runs, fixed), ("audio_tokens", "video_tokens", "align"))
     lines, rows = {}, []
     for (a, v, align), members in groups.items():
@@ -154,31 +70,43 @@ def loss_section(runs: list[RunRecord], figdir: Path) -> Section:
     return sec
 
 
+def snr_title(runs: list[RunRecord]) -> str:
+    """What the SNR axis varied: the media links (text link held) or every link."""
+    if runs and runs[0].values["snr_links"] == "media":
+        return f"media SNR (dB); the question's text link at {runs[0].values['text_snr_db']:g} dB"
+    return "SNR (dB) of every link, the question's text link included"
+
+
 def snr_section(runs: list[RunRecord], figdir: Path, baselines: dict[str, float] | None = None) -> Section:
     sec = Section("Accuracy against SNR (Fig. 3)")
-    fixed = reference(runs, ("audio_tokens", "video_tokens", "tau", "inputs"))
+    fixed = reference(runs, ("snr_links", "audio_tokens", "video_tokens", "tau", "inputs"))
     sliced = select(runs, fixed)
-    if len({r.values["snr_db"] for r in sliced}) < 2:
-        sec.skipped = f"fewer than two SNR values among the runs with {describe(fixed)}"
+    if len({r.values["snr_db"] for r in sliced if math.isfinite(r.values["snr_db"])}) < 2:
+        sec.skipped = f"fewer than two finite SNR values among the runs with {describe(fixed)}"
         return sec
+    aligns = [a for a in ("aligned", "unaligned", "skip") if any(r.values["align"] == a for r in sliced)]
+    lines_at = dict(baselines or {})
     panels, rows = {}, []
     for (fading,), by_fading in group(sliced, ("fading",)).items():
         lines = {}
         for (align,), members in group(by_fading, ("align",)).items():
             pts = {snr: mean_std(accuracy(r) for r in rs) for (snr,), rs in group(members, ("snr_db",)).items()}
-            lines[align] = ([*pts], [p[0] for p in pts.values()], [p[1] for p in pts.values()])
+            finite = {k: v for k, v in pts.items() if math.isfinite(k)}
+            if math.inf in pts:
+                lines_at[f"noise-free ({align})"] = pts[math.inf][0]
+            if finite:
+                lines[align] = ([*finite], [p[0] for p in finite.values()], [p[1] for p in finite.values()])
             sec.data.setdefault(fading, {})[align] = pts
         panels[fading] = lines
         for snr in sorted({s for pts in sec.data[fading].values() for s in pts}):
-            al = sec.data[fading].get("aligned", {}).get(snr)
-            un = sec.data[fading].get("unaligned", {}).get(snr)
-            diff = fmt(al[0] - un[0]) if al and un else "-"
-            rows.append([fading, f"{snr:g}", fmt(*al[:2]) + f" (n={al[2]})" if al else "-",
-                         fmt(*un[:2]) + f" (n={un[2]})" if un else "-", diff])
-    figures.accuracy_vs_snr(panels, figdir / "accuracy_vs_snr.png", baselines)
+            at = [sec.data[fading].get(a, {}).get(snr) for a in aligns]
+            al, un = sec.data[fading].get("aligned", {}).get(snr), sec.data[fading].get("unaligned", {}).get(snr)
+            rows.append([fading, f"{snr:g}", *(fmt(*p[:2]) + f" (n={p[2]})" if p else "-" for p in at),
+                         fmt(al[0] - un[0]) if al and un else "-"])
+    figures.accuracy_vs_snr(panels, figdir / "accuracy_vs_snr.png", lines_at, xlabel=snr_title(sliced))
     sec.figure = "accuracy_vs_snr.png"
-    sec.text = (f"Mean ± std over seeds; {describe(fixed)}.\n\n"
-                + table(["fading", "SNR (dB)", "aligned", "unaligned", "aligned − unaligned"], rows))
+    sec.text = (f"Mean ± std over seeds; {describe(fixed)}; x: {snr_title(sliced)}. SNR inf: noise-free "
+                "media links.\n\n" + table(["fading", "SNR (dB)", *aligns, "aligned − unaligned"], rows))
     return sec
 
 
@@ -205,7 +133,7 @@ def tsne_section(runs: list[RunRecord], figdir: Path) -> Section:
     if not probed:
         sec.skipped = "no run saved probe_before.pt / probe_after.pt (set eval.probe_samples=N > 0)"
         return sec
-    ref = reference(probed, ("snr_db", "fading", "audio_tokens", "video_tokens", "inputs"))
+    ref = reference(probed, ("snr_db", "snr_links", "fading", "audio_tokens", "video_tokens", "inputs"))
     columns, rows = {}, []
     for (tau,), members in group(probed, ("tau",)).items():
         aligned = [r for r in members if r.values["align"] == "aligned"] or members
@@ -232,7 +160,7 @@ def tsne_section(runs: list[RunRecord], figdir: Path) -> Section:
 
 def cost_section(runs: list[RunRecord], figdir: Path) -> Section:
     sec = Section("Accuracy against communication cost")
-    fixed = reference(runs, ("snr_db", "fading", "tau", "inputs", "align"))
+    fixed = reference(runs, ("snr_db", "snr_links", "fading", "tau", "inputs", "align"))
     groups = group(select(runs, fixed), ("audio_tokens", "video_tokens"))
     if len(groups) < 2:
         sec.skipped = f"fewer than two token-length settings among the runs with {describe(fixed)}"
@@ -254,23 +182,58 @@ def cost_section(runs: list[RunRecord], figdir: Path) -> Section:
 
 
 def cell_section(runs: list[RunRecord]) -> Section:
-    keys = (*(a.key for a in AXES if a.key != "seed"), "inputs")
+    keys = tuple(a.key for a in AXES if a.key != "seed")
     rows = []
     for values, members in group(runs, keys).items():
         cells = [fmt(*mean_std(accuracy(r, k) for r in members)[:2]) for k in ("overall", *QTYPE_GROUPS)]
+        prior = run_baselines(members[0])
         loss = mean_std(r.summary.get("loss", {}).get("stage2", {}).get("last", float("nan")) for r in members)
-        rows.append([" ".join(_LABEL[k](v) if k in _LABEL else str(v) for k, v in zip(keys, values)),
+        rows.append([" ".join(LABEL[k](v) for k, v in zip(keys, values)),
                      ",".join(str(r.values["seed"]) for r in members), *cells,
+                     *(fmt(prior[b]["overall"]) for b in ("chance", "majority")),
                      f"{uplink_per_sample(members[0].links)['channel_uses_per_sample']:.0f}", fmt(loss[0])])
     return Section("Accuracy per cell", text="Mean ± std over seeds; one row per cell of the grid "
-                   "(every run is in results.csv).\n\n" + table(
-                       ["cell", "seeds", "accuracy", *QTYPE_GROUPS, "channel uses / sample", "last stage-2 loss"],
-                       rows))
+                   f"(every run is in results.csv); {BASELINE_NOTE}\n\n" + table(
+                       ["cell", "seeds", "accuracy", *QTYPE_GROUPS, "chance", "majority", "channel uses / sample",
+                        "last stage-2 loss"], rows))
 
 
-def sweep_sections(runs: list[RunRecord], figdir: Path, baselines: dict[str, float] | None = None) -> list[Section]:
-    return [loss_section(runs, figdir), snr_section(runs, figdir, baselines), tsne_section(runs, figdir),
-            cost_section(runs, figdir), cell_section(runs)]
+def baseline_table(prior: dict, systems: dict[str, list[RunRecord]], keys: tuple[str, ...]) -> str:
+    """Chance and majority (one number each), then each system's mean ± std over seeds."""
+    rows = [[name, "-", *(fmt(prior[name].get(k, math.nan)) for k in keys)] for name in ("chance", "majority")]
+    rows += [[name, len(rs), *(fmt(*mean_std(accuracy(r, k) for r in rs)[:2]) for k in keys)]
+             for name, rs in systems.items()]
+    return table(["system", "seeds", *keys], rows)
+
+
+def baseline_systems(runs: list[RunRecord]) -> dict[str, list[RunRecord]]:
+    """The sweep's question-only runs and its noise-free (SNR inf) runs with every input."""
+    full = max((r.values["inputs"] for r in runs), key=len)
+    return {name: rs for name, rs in (
+        ("question only (inputs: text)", [r for r in runs if r.values["inputs"] == "text"]),
+        ("noise-free media links (SNR inf)", [r for r in runs if r.values["snr_db"] == math.inf
+                                               and r.values["inputs"] == full])) if rs}
+
+
+def baselines_section(runs: list[RunRecord]) -> Section:
+    prior = run_baselines(runs[0])
+    return Section("Baselines", text=f"{BASELINE_NOTE} On {prior['chance']['n']} evaluated questions (of "
+                   f"`{runs[0].name}`).\n\n" + baseline_table(prior, baseline_systems(runs), ("overall", *QTYPE_GROUPS)))
+
+
+def sweep_lines(runs: list[RunRecord]) -> dict[str, float]:
+    """Horizontal lines for the SNR figure: chance, majority and the question-only mean."""
+    prior = run_baselines(runs[0])
+    lines = {b: prior[b]["overall"] for b in ("chance", "majority")}
+    qonly = [r for r in runs if r.values["inputs"] == "text"]
+    if qonly:
+        lines["question only"] = mean_std(accuracy(r) for r in qonly)[0]
+    return lines
+
+
+def sweep_sections(runs: list[RunRecord], figdir: Path) -> list[Section]:
+    return [baselines_section(runs), loss_section(runs, figdir), snr_section(runs, figdir, sweep_lines(runs)),
+            tsne_section(runs, figdir), cost_section(runs, figdir), cell_section(runs)]
 
 
 # ---------------------------------------------------------------- single run
@@ -306,8 +269,10 @@ def run_sections(run: RunRecord, figdir: Path) -> list[Section]:
         acc.figure = "run_accuracy.png"
     else:
         acc.skipped = "summary.json has no per-question-type accuracy"
-    acc.text = table(["question type", "accuracy"], [["overall", fmt(s["accuracy"]["overall"])]]
-                     + [[k, fmt(v)] for k, v in per.items()]) + f"\n\n{s['accuracy']['n']} questions."
+    prior = run_baselines(run)
+    acc.text = table(["question type", "accuracy", "chance", "majority"],
+                     [[k, fmt(s["accuracy"][k]), *(fmt(prior[b].get(k, math.nan)) for b in ("chance", "majority"))]
+                      for k in ("overall", *per)]) + f"\n\n{s['accuracy']['n']} questions; {BASELINE_NOTE}"
 
     links = Section("Links")
     if run.is_cluster():

@@ -1,5 +1,6 @@
-"""`tokcom sweep`: grid expansion and cell names, resumability with an injected runner,
-and results.csv against hand-computed numbers. The slow tests run real tiny sweeps."""
+"""`tokcom sweep`: grid expansion, cell names and overrides (media links only, inf,
+the equal-rounds alignment control), resumability and parallel cells with an injected
+runner, and results.csv against hand-computed numbers. The slow tests run real tiny sweeps."""
 from __future__ import annotations
 
 import csv
@@ -12,8 +13,9 @@ import pytest
 from configs.schema import ConfigError
 from configs.loader import dump_config, load_config, replace
 from launch.cli import main
-from launch.sweep import (AXES, RunSpec, cell_name, cell_overrides, expand, full_grid, parse_list, run_sweep,
-                          unique_cells, uplink_per_sample, write_results)
+from launch.grid import AXES, cell_name, cell_overrides, expand, full_grid, parse_list, unique_cells
+from launch.runs import uplink_per_sample, write_results
+from launch.sweep import RunSpec, run_sweep
 
 AXIS = {a.key: a for a in AXES}
 QTYPES9 = ["A-Count", "A-Cmp", "V-Count", "V-Loc", "AV-Ext", "AV-Count", "AV-Loc", "AV-Cmp", "AV-Temp"]
@@ -54,9 +56,11 @@ def write_fake_run(path: Path, cfg, acc: float = 0.5, losses: list[float] | None
     a, v = cfg.transmitter.audio.tokens, cfg.transmitter.video.tokens
     links = links if links is not None else fake_links({"audio": a * 64, "video": v * 64, "text": 32 * 64}, 40)
     (path / "links.json").write_text(json.dumps(links))
-    accuracy = {"overall": acc, "n": 40, **{q: acc for q in QTYPES9}, "Audio": acc, "Visual": acc,
-                "Audio-Visual": acc}
-    summary = {"accuracy": accuracy, "steps": {"stage1": cfg.train.stage1.steps, "stage2": cfg.train.stage2.steps},
+    def per_type(x: float) -> dict:
+        return {"overall": x, "n": 40, **{q: x for q in QTYPES9}, "Audio": x, "Visual": x, "Audio-Visual": x}
+
+    summary = {"accuracy": per_type(acc), "baselines": {"chance": per_type(0.2), "majority": per_type(0.3)},
+               "steps": {"stage1": cfg.train.stage1.steps, "stage2": cfg.train.stage2.steps},
                "wall_s": 12.5, "samples_per_s": 9.0, "step_time_breakdown_ms": {"total": 5.0},
                "loss": {"stage2": {"first": losses[0], "last": losses[-1]}} if losses else {},
                "processes": [{"role": "reference", "pid": 1, "host": "h"}]}
@@ -75,14 +79,26 @@ def base():
 # ---------------------------------------------------------------- grid
 
 
+CELL = {"snr_db": 10.0, "snr_links": "media", "fading": "awgn", "audio_tokens": 32, "video_tokens": 32,
+        "align": "aligned", "tau": 0.07, "inputs": "audio+video+text", "seed": 0}
+
+
 def test_parse_list_types_and_errors():
     assert parse_list(AXIS["snr_db"], "0, 3,6,3") == [0.0, 3.0, 6.0]
+    assert parse_list(AXIS["snr_db"], "-40,inf") == [-40.0, math.inf]
     assert parse_list(AXIS["audio_tokens"], "16,32") == [16, 32]
-    assert parse_list(AXIS["align"], "aligned,unaligned") == ["aligned", "unaligned"]
+    assert parse_list(AXIS["align"], "aligned,unaligned,skip") == ["aligned", "unaligned", "skip"]
+    assert parse_list(AXIS["inputs"], "audio+video+text,text") == ["audio+video+text", "text"]
     with pytest.raises(ConfigError, match="--snr-db"):
         parse_list(AXIS["snr_db"], "0,ten")
+    with pytest.raises(ConfigError, match="--snr-db"):
+        parse_list(AXIS["snr_db"], "-inf")
     with pytest.raises(ConfigError, match="--align"):
         parse_list(AXIS["align"], "aligned,sideways")
+    with pytest.raises(ConfigError, match="--snr-links"):
+        parse_list(AXIS["snr_links"], "audio")
+    with pytest.raises(ConfigError, match="--inputs"):
+        parse_list(AXIS["inputs"], "audio+video")
     with pytest.raises(ConfigError, match="--seeds"):
         parse_list(AXIS["seed"], " , ")
 
@@ -90,38 +106,54 @@ def test_parse_list_types_and_errors():
 def test_grid_is_the_product_with_base_values_filled_in(base):
     grid = full_grid(base, {"snr_db": [0.0, 10.0], "align": ["aligned", "unaligned"], "seed": [0, 1, 2]})
     assert grid["fading"] == ["awgn"] and grid["audio_tokens"] == [32] and grid["tau"] == [0.07]
+    assert grid["snr_links"] == ["media"]  # the default, whatever the base config says
     cells = expand(grid)
     assert len(cells) == 2 * 2 * 3
     assert len({cell_name(c) for c in cells}) == 12
-    assert cells[0] == {"snr_db": 0.0, "fading": "awgn", "audio_tokens": 32, "video_tokens": 32,
-                        "align": "aligned", "tau": 0.07, "seed": 0}
+    assert cells[0] == {**CELL, "snr_db": 0.0}
     assert cells[1]["seed"] == 1 and cells[3]["align"] == "unaligned" and cells[6]["snr_db"] == 10.0
     with pytest.raises(ConfigError, match="unknown sweep axes"):
         full_grid(base, {"snr": [1.0]})
 
 
 def test_cell_names_are_readable():
-    cell = {"snr_db": 10.0, "fading": "awgn", "audio_tokens": 32, "video_tokens": 32, "align": "aligned",
-            "tau": 0.07, "seed": 0}
-    assert cell_name(cell) == "snr10_awgn_a32_v32_aligned_tau0.07_seed0"
-    assert cell_name({**cell, "snr_db": -2.5, "fading": "rician", "audio_tokens": 64, "align": "unaligned",
-                      "tau": 0.13, "seed": 2}) == "snr-2.5_rician_a64_v32_unaligned_tau0.13_seed2"
+    assert cell_name(CELL) == "snr10_media_awgn_a32_v32_aligned_tau0.07_avt_seed0"
+    assert cell_name({**CELL, "snr_db": -2.5, "snr_links": "all", "fading": "rician", "audio_tokens": 64,
+                      "align": "unaligned", "tau": 0.13, "inputs": "text", "seed": 2}) \
+        == "snr-2.5_all_rician_a64_v32_unaligned_tau0.13_t_seed2"
+    assert cell_name({**CELL, "snr_db": math.inf}).startswith("snrinf_media_")
 
 
-def test_overrides_set_exactly_the_cell(base):
-    cell = {"snr_db": 3.0, "fading": "rayleigh", "audio_tokens": 16, "video_tokens": 64, "align": "unaligned",
-            "tau": 0.03, "seed": 7}
-    cfg = replace(base, cell_overrides(cell))
-    assert (cfg.channel.snr_db, cfg.channel.fading, cfg.transmitter.audio.tokens, cfg.transmitter.video.tokens,
-            cfg.train.tau, cfg.seed) == (3.0, "rayleigh", 16, 64, 0.03, 7)
+def test_media_overrides_hold_the_text_link(base):
+    two = replace(base, ["users=2"])
+    cell = {**CELL, "snr_db": -30.0, "fading": "rayleigh", "audio_tokens": 16, "video_tokens": 64,
+            "align": "unaligned", "tau": 0.03, "inputs": "text", "seed": 7}
+    cfg = replace(two, cell_overrides(cell, users=2))
+    for u in (0, 1):
+        for m in ("audio", "video"):
+            assert (cfg.channel.link(f"user{u}/{m}").snr_db, cfg.channel.link(f"user{u}/{m}").fading) \
+                == (-30.0, "rayleigh")
+        assert (cfg.channel.link(f"user{u}/text").snr_db, cfg.channel.link(f"user{u}/text").fading) == (10.0, "awgn")
+    assert (cfg.transmitter.audio.tokens, cfg.transmitter.video.tokens, cfg.train.tau, cfg.seed) == (16, 64, 0.03, 7)
+    assert cfg.transmitter.order == ("text",)
+    # the equal-rounds control: InfoNCE off, stage 1 keeps its rounds
+    assert cfg.train.align_weight == 0.0 and cfg.train.stage1.steps == base.train.stage1.steps
+    noise_free = replace(base, cell_overrides({**CELL, "snr_db": math.inf}))
+    assert noise_free.channel.link("user0/audio").snr_db == math.inf
+    assert noise_free.channel.link("user0/text").snr_db == 10.0
+
+
+def test_all_links_and_skip_overrides(base):
+    cfg = replace(base, cell_overrides({**CELL, "snr_db": 3.0, "snr_links": "all", "fading": "rician",
+                                        "align": "skip"}))
+    assert (cfg.channel.snr_db, cfg.channel.fading, cfg.channel.links) == (3.0, "rician", {})
+    assert cfg.channel.link("user0/text").snr_db == 3.0
     assert cfg.train.stage1.steps == 0 and cfg.train.stage2.steps == base.train.stage2.steps
-    aligned = replace(base, cell_overrides({**cell, "align": "aligned"}))
-    assert aligned.train.stage1.steps == 5
+    assert replace(base, cell_overrides(CELL)).train.stage1.steps == 5
 
 
 def test_unique_cells_drops_repeats_in_order():
-    a = {"snr_db": 0.0, "fading": "awgn", "audio_tokens": 8, "video_tokens": 8, "align": "aligned", "tau": 0.07,
-         "seed": 0}
+    a = {**CELL, "audio_tokens": 8}
     b = {**a, "audio_tokens": 16}
     assert unique_cells([a, b, dict(a)]) == [a, b]
 
@@ -206,10 +238,25 @@ def test_a_finished_cell_with_another_config_is_an_error(tmp_path, base):
     assert rec.calls == []
 
 
-def test_aligned_cells_need_stage1_steps(tmp_path, base):
+def test_a_cell_the_base_overrides_undo_is_an_error(tmp_path, base):
     cells = _cells(base, [0.0])
     with pytest.raises(ConfigError, match="train.stage1.steps"):
         run_sweep(None, ["train.stage1.steps=0"], cells, tmp_path, runner=Recorder(), progress=False)
+    with pytest.raises(ConfigError, match="align=aligned but its config reads back as unaligned"):
+        run_sweep(None, BASE_OVR + ["train.align_weight=0"], cells, tmp_path, runner=Recorder(), progress=False)
+
+
+def test_parallel_cells_warm_the_caches_first_and_all_run(tmp_path, base):
+    cells = _cells(base, [-10.0, 0.0, 10.0, math.inf])
+    warmed = []
+    rec = Recorder(fail={cell_name(cells[1])})
+    outcome = run_sweep(None, BASE_OVR, cells, tmp_path, runner=rec, progress=False, jobs=2,
+                        warm=lambda cfgs: warmed.extend(c.channel.link("user0/audio").snr_db for c in cfgs))
+    assert warmed == [-10.0, 0.0, 10.0, math.inf] and sorted(rec.calls) == sorted(cell_name(c) for c in cells)
+    assert sorted(outcome.ran) == sorted(cell_name(c) for c in cells if c is not cells[1])
+    assert outcome.failed == [cell_name(cells[1])]
+    rows = list(csv.DictReader(open(tmp_path / "results.csv")))
+    assert sorted(float(r["snr_db"]) for r in rows) == [-10.0, 10.0, math.inf]
 
 
 def test_results_csv_columns_and_values(tmp_path, base):
@@ -221,13 +268,16 @@ def test_results_csv_columns_and_values(tmp_path, base):
     rows = list(csv.DictReader(open(tmp_path / "results.csv")))
     assert len(rows) == 1
     row = rows[0]
-    needed = ["snr_db", "fading", "audio_tokens", "video_tokens", "align", "tau", "seed", "accuracy",
+    needed = ["snr_db", "snr_links", "text_snr_db", "fading", "audio_tokens", "video_tokens", "align", "tau",
+              "inputs", "seed", "accuracy", "chance", "majority",
               *(f"acc_{q}" for q in QTYPES9), "acc_Audio", "acc_Visual", "acc_Audio-Visual",
               "payload_bytes_per_sample", "channel_uses_per_sample", "stage1_steps", "stage2_steps",
               "stage2_loss_last", "wall_s"]
     assert set(needed) <= set(row)
-    assert (float(row["snr_db"]), row["fading"], int(row["audio_tokens"]), int(row["video_tokens"]), row["align"],
-            float(row["tau"]), int(row["seed"])) == (6.0, "awgn", 16, 32, "unaligned", 0.07, 3)
+    assert (float(row["snr_db"]), row["snr_links"], float(row["text_snr_db"]), row["fading"], int(row["audio_tokens"]),
+            int(row["video_tokens"]), row["align"], float(row["tau"]), row["inputs"], int(row["seed"])) \
+        == (6.0, "all", 6.0, "awgn", 16, 32, "skip", 0.07, "audio+video+text", 3)
+    assert (float(row["chance"]), float(row["majority"])) == (0.2, 0.3)
     assert float(row["accuracy"]) == 0.4 and float(row["acc_AV-Temp"]) == 0.4
     # 512 + 1024 + 1024 complex symbols per sample, 8 bytes each (two float32)
     assert float(row["channel_uses_per_sample"]) == 2560
@@ -250,6 +300,7 @@ def test_cli_sweep_with_injected_runner(tmp_path, monkeypatch, capsys):
     assert main(args) == 0 and len(rec.calls) == 4  # all finished: nothing reruns
     assert "0 ran, 4 already finished" in capsys.readouterr().out
     assert main(["sweep", "--out", str(tmp_path), "--fading", "fog", "--no-progress"]) == 2
+    assert main(["sweep", "--out", str(tmp_path), "--jobs", "0", "--no-progress"]) == 2
 
 
 # ---------------------------------------------------------------- real runs
