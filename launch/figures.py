@@ -72,8 +72,7 @@ def accuracy_vs_snr(panels: dict[str, dict[str, tuple[list, list, list]]], path:
                         linestyle="--" if "unaligned" in label else "-")
         for i, (name, value) in enumerate((baselines or {}).items()):
             colour = BASELINE_COLOURS[i % len(BASELINE_COLOURS)]
-            ax.axhline(value, color=colour, linestyle=":", linewidth=1.2)
-            ax.annotate(name, (ax.get_xlim()[0], value), fontsize=7, color=colour, va="bottom")
+            ax.axhline(value, color=colour, linestyle=":", linewidth=1.2, label=name)
         ax.set_title(title)
         ax.set_xlabel(textwrap.fill(xlabel, 50), fontsize=9)
         ax.grid(alpha=0.3)
