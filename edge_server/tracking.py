@@ -30,6 +30,10 @@ def tag(*parts: str) -> str:
 
 class Tracker:
     def __init__(self, log_dir: str | Path):
+        # A run directory starts afresh (metrics.jsonl is rewritten too): events of an
+        # earlier, interrupted run there would double its curves.
+        for old in Path(log_dir).glob("events.out.tfevents.*"):
+            old.unlink()
         self.writer = SummaryWriter(log_dir=str(log_dir))
 
     def config(self, text: str) -> None:

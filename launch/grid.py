@@ -98,7 +98,8 @@ class Axis:
 AXES: tuple[Axis, ...] = (
     Axis("snr_db", "--snr-db", parse_snr, lambda c: c.channel.link("user0/audio").snr_db,
          lambda v: [f"snr_db={yaml_float(v)}"], lambda v: f"snr{v:g}",
-         "SNRs in dB (inf: noise-free) of the links --snr-links names", "-40,-20,0,10,inf", per_link=True),
+         "SNRs in dB (inf: noise-free) of the links --snr-links names; a list that starts with a minus "
+         "needs '=': --snr-db=-40,-20,0,10,inf", "-40,-20,0,10,inf", per_link=True),
     Axis("snr_links", "--snr-links", _choice(SNR_LINKS), snr_links_of, lambda v: [], str,
          "links the SNR and fading axes set: media (audio + video; the text link keeps the base config's "
          "channel; the default) or all", "media", default=("media",)),

@@ -17,7 +17,10 @@ def test_tags_are_tensorboard_safe():
 
 
 def test_run_dir_mirrors_metrics_summary_and_links(tmp_path):
-    run = RunDir(tmp_path, load_config(None, []))
+    interrupted = RunDir(tmp_path, load_config(None, []))
+    interrupted.log_metrics({"stage": "stage1", "step": 0, "loss": 9.0})
+    interrupted.close()
+    run = RunDir(tmp_path, load_config(None, []))  # the same directory again: a fresh run
     rows = [{"stage": "stage1", "step": s, "user": 0, "loss": 2.0 - s, "lr": 1e-3, "wall_s": 0.1, "align": 0.5 * s}
             for s in range(3)]
     rows += [{"stage": "stage2", "step": 0, "user": 0, "loss": 4.0, "lr": 1e-3, "wall_s": 0.2}]
