@@ -66,8 +66,8 @@ def snr(plan: Plan, ev: Evidence) -> str:
     main = ev.claim(f"AWGN: {_db(finite[-1])} > {_db(finite[0])}", at(finite[-1]), at(finite[0]))
     steps = [ev.claim(f"AWGN: {_db(b)} > {_db(a)}", at(b), at(a)) for a, b in zip(plan.curve, plan.curve[1:])]
     ray = sorted(plan.rayleigh_snrs)
-    ray_main = [ev.claim(f"Rayleigh: {_db(ray[-1])} > {_db(ray[0])}", at(ray[-1], "rayleigh"), at(ray[0], "rayleigh"))] \
-        if len(ray) > 1 else []
+    ray_main = [ev.claim(f"Rayleigh: {_db(ray[-1])} > {_db(ray[0])}", at(ray[-1], "rayleigh"),
+                         at(ray[0], "rayleigh"))] if len(ray) > 1 else []
     ray_steps = [ev.claim(f"Rayleigh: {_db(b)} > {_db(a)}", at(b, "rayleigh"), at(a, "rayleigh"))
                  for a, b in zip(ray, ray[1:])]
     fading = [ev.claim(f"AWGN > Rayleigh at {_db(s)}", at(s), at(s, "rayleigh")) for s in ray if s in finite]

@@ -218,7 +218,8 @@ def baseline_systems(runs: list[RunRecord]) -> dict[str, list[RunRecord]]:
 def baselines_section(runs: list[RunRecord]) -> Section:
     prior = run_baselines(runs[0])
     return Section("Baselines", text=f"{BASELINE_NOTE} On {prior['chance']['n']} evaluated questions (of "
-                   f"`{runs[0].name}`).\n\n" + baseline_table(prior, baseline_systems(runs), ("overall", *QTYPE_GROUPS)))
+                   f"`{runs[0].name}`).\n\n"
+                   + baseline_table(prior, baseline_systems(runs), ("overall", *QTYPE_GROUPS)))
 
 
 def sweep_lines(runs: list[RunRecord]) -> dict[str, float]:
