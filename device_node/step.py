@@ -97,8 +97,8 @@ class DeviceNode:
         tok_ids, mask = text_batch(self.tokenizer, texts, L)  # (b, L)
         labels = {"text_ids": tok_ids, "text_mask": mask}
         if phase not in CAPTION_PHASES:
-            # " answer": the word as it follows a question in running text (how the LM learnt it)
-            ans_ids, ans_mask = text_batch(self.tokenizer, [" " + q.answer for q in qs], self.cfg.data.answer_len,
+            # the answer word as the LM learnt it: a line of its own, no leading space
+            ans_ids, ans_mask = text_batch(self.tokenizer, [q.answer for q in qs], self.cfg.data.answer_len,
                                            eos=True)  # (b, A)
             labels.update(answer_ids=ans_ids, answer_mask=ans_mask, answers=[q.answer for q in qs],
                           qtypes=[q.qtype for q in qs])

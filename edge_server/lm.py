@@ -12,6 +12,8 @@ them: at the A answer-predicting positions, or at the last position.
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 from peft import LoraConfig as PeftLoraConfig
@@ -50,7 +52,9 @@ class FoundationLM(nn.Module):
             p.requires_grad_(False)
         peft_cfg = PeftLoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                                   target_modules=list(lora.target_modules), task_type="CAUSAL_LM")
-        self.peft = get_peft_model(base, peft_cfg)
+        with warnings.catch_warnings():  # a LoRA on the tied LM head adapts the output side only, by design
+            warnings.filterwarnings("ignore", message=".*tie_word_embeddings.*")
+            self.peft = get_peft_model(base, peft_cfg)
         self.causal = self.peft.get_base_model()  # Qwen2ForCausalLM with LoRA layers inside
 
     @property

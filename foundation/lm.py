@@ -39,6 +39,7 @@ PAPER_LM = dict(hidden_size=1536, num_hidden_layers=28, num_attention_heads=12, 
                 intermediate_size=8960, max_position_embeddings=32768, vocab_size=151936,
                 rope_theta=1000000.0, rms_norm_eps=1e-6, tie_word_embeddings=True)
 TINY_VOCAB = 2000
+PRETRAIN_VERSION = 2  # bump when pretraining changes in a way its inputs do not show
 
 
 class MissingWeightsError(FileNotFoundError):
@@ -65,7 +66,9 @@ def pretrain_tiny(model: Qwen2ForCausalLM, tok: PreTrainedTokenizerFast, texts: 
                   steps: int, batch: int, lr: float, seed: int) -> list[float]:
     """Causal-LM pretraining on `texts`; returns the loss per step."""
     gen = make_generator(seed, "lm-pretrain")
-    enc = [tok(t)["input_ids"] + [tok.eos_token_id] for t in texts]
+    # Every line starts after an EOS (Qwen's document separator), so its first token is
+    # predicted too: that is how the LM learns to say an answer word (a line of its own).
+    enc = [[tok.eos_token_id] + tok(t)["input_ids"] + [tok.eos_token_id] for t in texts]
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(steps, 1), pct_start=0.1)
     model.train()
@@ -100,7 +103,7 @@ def _tiny_lm(cfg: ModelsConfig, dataset, cache_dir: Path, seed: int
              ) -> tuple[Qwen2ForCausalLM, PreTrainedTokenizerFast]:
     tok = corpus_tokenizer(dataset, cache_dir)
     texts = pretraining_texts(dataset)
-    key = _digest(TINY_LM, len(tok), texts, cfg.pretrain, seed)
+    key = _digest(TINY_LM, len(tok), texts, cfg.pretrain, seed, PRETRAIN_VERSION)
     path = cache_dir / "lm" / f"tiny-{key}"
     if (path / "config.json").is_file():
         return Qwen2ForCausalLM.from_pretrained(path).eval(), tok

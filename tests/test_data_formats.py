@@ -115,9 +115,12 @@ def test_annotations_read_fill_and_skip(fixture_root: Path):
     assert ds.captions("val") == [Caption("00000093", "A man plays a violin beside a cello."),
                                   Caption("CEfOX4fYlsY_20.000_30.000", "A yellow bird leaped over the fence.")]
     assert ds.questions("val") == [
-        Question("12", "00000093", "A-Count", "How many musical instruments were heard throughout the video?", "one"),
-        Question("13", "00000093", "AV-Cmp", "Is the violin on the left louder than the cello on the right?", "yes"),
-        Question("15", "00000153", "V-Loc", "What kind of instrument is the leftest instrument?", "acoustic_guitar"),
+        Question("12", "00000093", "A-Count", "How many musical instruments were heard throughout the video?", "one",
+                 "How many musical instruments were heard throughout the video?"),
+        Question("13", "00000093", "AV-Cmp", "Is the violin on the left louder than the cello on the right?", "yes",
+                 "Is the <Object> on the <LR> louder than the <Object> on the <LR>?"),
+        Question("15", "00000153", "V-Loc", "What kind of instrument is the leftest instrument?", "acoustic_guitar",
+                 "What kind of instrument is the <LRer> instrument?"),
     ]
     assert ds.question("13").answer == "yes"
     assert ds.question(13).question_id == "13"  # an int id from a caller is accepted
