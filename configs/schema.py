@@ -88,8 +88,8 @@ class LoraConfig:
 class PretrainConfig:
     """Brief causal-LM pretraining of the tiny LM on the generated corpus."""
 
-    steps: int = 300
-    batch: int = 32
+    steps: int = 400
+    batch: int = 8  # documents: a caption and its clip's questions, ~140 tokens
     lr: float = 3e-3
 
 

@@ -39,7 +39,7 @@ PAPER_LM = dict(hidden_size=1536, num_hidden_layers=28, num_attention_heads=12, 
                 intermediate_size=8960, max_position_embeddings=32768, vocab_size=151936,
                 rope_theta=1000000.0, rms_norm_eps=1e-6, tie_word_embeddings=True)
 TINY_VOCAB = 2000
-PRETRAIN_VERSION = 2  # bump when pretraining changes in a way its inputs do not show
+PRETRAIN_VERSION = 3  # bump when pretraining changes in a way its inputs do not show
 
 
 class MissingWeightsError(FileNotFoundError):
@@ -47,15 +47,22 @@ class MissingWeightsError(FileNotFoundError):
 
 
 def pretraining_texts(dataset) -> list[str]:
-    """What the tiny LM learns from: TRAIN-split captions, bare questions and the answer
-    words alone. Never a question with its answer: the LM would learn each template's answer prior before it
-    sees any media (and test answers must never reach it at all)."""
-    texts = {c.text for c in dataset.captions("train")}
-    texts |= {q.text for q in dataset.questions("train")}
-    # Each answer word once, on its own line, so the LM can say it (as Qwen can say any
-    # English word): a flat prior over the answer vocabulary, tied to no question.
-    texts |= {q.answer for q in dataset.questions("train")}
-    return sorted(t.strip() for t in texts if t.strip())
+    """What the tiny LM learns from, one document per item, lines joined by newlines.
+
+    A TRAIN clip's document is its caption followed by its bare questions: the questions
+    name what the caption describes, so the LM learns to look back over a long context
+    to the description, which is where stage 2 puts the media tokens (aligned to
+    captions in stage 1). Each answer word is also a document of its own, once, so the
+    LM can say it (as Qwen can say any English word). Never a question with its answer:
+    the LM would learn each template's answer prior before it sees any media (and test
+    answers must never reach it at all).
+    """
+    questions: dict[str, list[str]] = {}
+    for q in dataset.questions("train"):
+        questions.setdefault(q.clip_id, []).append(q.text.strip())
+    docs = {"\n".join([c.text.strip(), *questions.get(c.clip_id, [])]) for c in dataset.captions("train")}
+    docs |= {q.answer.strip() for q in dataset.questions("train")}
+    return sorted(d for d in docs if d)
 
 
 def _digest(*parts: object) -> str:
@@ -64,11 +71,13 @@ def _digest(*parts: object) -> str:
 
 def pretrain_tiny(model: Qwen2ForCausalLM, tok: PreTrainedTokenizerFast, texts: list[str],
                   steps: int, batch: int, lr: float, seed: int) -> list[float]:
-    """Causal-LM pretraining on `texts`; returns the loss per step."""
+    """Causal-LM pretraining on `texts` (documents of newline-separated lines); returns
+    the loss per step."""
     gen = make_generator(seed, "lm-pretrain")
     # Every line starts after an EOS (Qwen's document separator), so its first token is
     # predicted too: that is how the LM learns to say an answer word (a line of its own).
-    enc = [[tok.eos_token_id] + tok(t)["input_ids"] + [tok.eos_token_id] for t in texts]
+    eos = tok.eos_token_id
+    enc = [[eos] + [i for line in t.split("\n") for i in tok(line)["input_ids"] + [eos]] for t in texts]
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(steps, 1), pct_start=0.1)
     model.train()
