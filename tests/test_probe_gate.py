@@ -46,8 +46,7 @@ def probe_data(cache_dir):
     from device_node.build import build_device
     from foundation.data import ensure_synthetic, open_dataset
 
-    cfg = load_config(REPO / "configs" / "tiny.yaml", [f"data.cache_dir={cache_dir}",
-                                                       "data.synthetic.num_clips=600"])
+    cfg = load_config(REPO / "configs" / "tiny.yaml", [f"data.cache_dir={cache_dir}"])  # the embedded default
     dataset = open_dataset(cfg.data, cache_dir=cache_dir)
     truth = json.loads((ensure_synthetic(cfg.data.synthetic, cache_dir) / "synthetic.json").read_text())
     names = [i["name"] for i in truth["instruments"]]
