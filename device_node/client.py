@@ -27,6 +27,7 @@ from device_node.step import DeviceNode
 from foundation.assets import cache_dir
 from foundation.data import open_dataset
 from foundation.lm import embedding_fingerprint
+from foundation.logs import setup_logging
 from protos import codec
 from protos import tokcom_pb2 as pb
 from protos import tokcom_pb2_grpc as pb_grpc
@@ -109,6 +110,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    setup_logging("device", f"user{args.user}/{args.modality}")
     stop_on_signals()
     cfg = load_config(args.config, args.overrides)
     torch.set_num_threads(args.threads)  # several devices share a machine with the edge
