@@ -90,5 +90,6 @@ class ChannelHop:
         return t, t.attempts * digital
 
     def downlink_cost(self, node: str, kind: str, phase: str, step: int, nbytes: int, now: float) -> Transfer:
-        """The modelled transfer of one task (`nbytes` digital payload) to `node`."""
+        """The modelled transfer of one task to `node`; its digital payload `nbytes` counts the
+        gradient's bytes and the sample ids' characters (not a task's framing or file paths)."""
         return self.network.send(node, DOWNLINK, (phase, step, kind), self.network.digital_airtime(node, nbytes), now)

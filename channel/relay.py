@@ -132,7 +132,7 @@ class Relay(pb_grpc.TokenLinkServicer):
                     outbox.abort(grpc.StatusCode.INTERNAL, f"relay: {e}")
                 return
             task.grad.CopyFrom(codec.encode_symbols(g, self.precision, name="grad"))
-        nbytes = codec.payload_bytes(task.grad) + sum(len(i) for i in task.sample_ids) + len(task.path)
+        nbytes = codec.payload_bytes(task.grad) + sum(len(i) for i in task.sample_ids)  # see channel.hop
         cost = self.hop.downlink_cost(node, pb.Task.Kind.Name(task.kind), task.phase, task.step, nbytes,
                                       time.monotonic())
         task.hop.sent_ns, task.hop.airtime_s = t_rx, cost.airtime_s

@@ -89,7 +89,7 @@ class InProcessTransport:
 
     def save_devices(self, ckpt_dir: str) -> None:
         for (u, m), dev in self.devices.items():
-            self._task(f"user{u}/{m}", "SAVE", nbytes=len(ckpt_dir))
+            self._task(f"user{u}/{m}", "SAVE")
             dev.save(Path(ckpt_dir) / f"user{u}_{m}.pt")
 
     def finish(self) -> None:
