@@ -131,7 +131,7 @@ class Relay(pb_grpc.TokenLinkServicer):
                 if outbox is not None:
                     outbox.abort(grpc.StatusCode.INTERNAL, f"relay: {e}")
                 return
-            task.grad.CopyFrom(codec.encode_symbols(g, self.precision, name="grad"))
+            codec.encode_symbols(g, self.precision, name="grad", into=task.grad)
         nbytes = codec.payload_bytes(task.grad) + sum(len(i) for i in task.sample_ids)  # see channel.hop
         cost = self.hop.downlink_cost(node, pb.Task.Kind.Name(task.kind), task.phase, task.step, nbytes,
                                       time.monotonic())
@@ -215,10 +215,13 @@ class Relay(pb_grpc.TokenLinkServicer):
                                                             f"tokens of even width")
         x = codec.decode_symbols(msg.symbols, c=msg.s * msg.d // 2)  # (b, c)
         out = self.hop.uplink(node, msg.phase, msg.step, x)
-        fwd = pb.Tokens(node=node, phase=msg.phase, step=msg.step, s=msg.s, d=msg.d, compute_ms=msg.compute_ms,
-                        noise_var=out.noise_var, symbols=codec.encode_symbols(out.y, self.precision))
+        up_fwd = pb.Up()
+        fwd = up_fwd.tokens  # built in place (see codec.encode_tensor's `into`)
+        fwd.node, fwd.phase, fwd.step, fwd.s, fwd.d = node, msg.phase, msg.step, msg.s, msg.d
+        fwd.compute_ms, fwd.noise_var = msg.compute_ms, out.noise_var
+        codec.encode_symbols(out.y, self.precision, into=fwd.symbols)
         if out.csi is not None:
-            fwd.csi.CopyFrom(codec.encode_symbols(out.csi, self.precision, name="csi"))
+            codec.encode_symbols(out.csi, self.precision, name="csi", into=fwd.csi)
         labels_wire = labels_payload = 0
         if msg.HasField("labels"):
             fwd.labels.CopyFrom(msg.labels)
@@ -239,7 +242,7 @@ class Relay(pb_grpc.TokenLinkServicer):
                 self.meter.record(f"{node}->relay (labels)", "uplink", payload_bytes=labels_payload,
                                   wire_bytes=labels_wire, samples=b, airtime_s=label_air)
             fwd.hop.sent_ns = now
-            self.to_edge.put(pb.Up(tokens=fwd))
+            self.to_edge.put(up_fwd)
 
         self._later(cost.arrive, deliver)
 

@@ -72,7 +72,7 @@ class DeviceClient:
                           wire_bytes=down.ByteSize(), latency_ms=max(0.0, (t_rx - hop.sent_ns) / 1e6),
                           airtime_s=hop.airtime_s, queueing_s=hop.queueing_s, propagation_s=hop.propagation_s)
         if task.kind == pb.Task.TRANSMIT:
-            outbox.put(pb.Up(tokens=self._transmit(task)))
+            outbox.put(self._transmit(task))
         elif task.kind == pb.Task.UPDATE:
             self.node.update(task.phase, task.step, codec.decode_symbols(task.grad, name="grad"))
         elif task.kind in (pb.Task.SAVE, pb.Task.LOAD):
@@ -89,14 +89,17 @@ class DeviceClient:
             log.warning("ignoring a task of unknown kind %d", task.kind)
         return False
 
-    def _transmit(self, task: pb.Task) -> pb.Tokens:
+    def _transmit(self, task: pb.Task) -> pb.Up:
         tx = self.node.transmit(task.phase, task.step, list(task.sample_ids))
-        msg = pb.Tokens(node=self.name, phase=task.phase, step=task.step, s=tx.s, d=tx.d, compute_ms=tx.compute_ms,
-                        symbols=codec.encode_symbols(tx.symbols, self.precision))
+        up = pb.Up()
+        msg = up.tokens  # built in place: nesting a finished message would copy the symbols again
+        msg.node, msg.phase, msg.step, msg.s, msg.d, msg.compute_ms = \
+            self.name, task.phase, task.step, tx.s, tx.d, tx.compute_ms
+        codec.encode_symbols(tx.symbols, self.precision, into=msg.symbols)
         if tx.labels:
             msg.labels.CopyFrom(codec.encode_labels(tx.labels))
         msg.hop.sent_ns = time.time_ns()
-        return msg
+        return up
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

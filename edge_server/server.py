@@ -106,7 +106,7 @@ class EdgeServicer(pb_grpc.TokenLinkServicer):
                 raise HubError("FAILED_PRECONDITION", "the relay said Hello twice on one stream")
 
             def send(name: str, task: TaskSpec) -> None:
-                outbox.put(pb.Down(task=self._encode_task(name, task)))
+                outbox.put(self._encode_task(name, task))
 
             self.hub.attach(send)
         outbox.put(pb.Down(welcome=pb.Welcome(node=info["node"], run_id=run_id)))
@@ -136,13 +136,16 @@ class EdgeServicer(pb_grpc.TokenLinkServicer):
         self.hub.meter.record("relay->edge", "uplink", payload_bytes=payload, wire_bytes=up.ByteSize(), samples=b,
                               latency_ms=max(0.0, (t_rx - msg.hop.sent_ns) / 1e6))
 
-    def _encode_task(self, name: str, task: TaskSpec) -> pb.Task:
-        msg = pb.Task(node=name, kind=pb.Task.Kind.Value(task.kind), phase=task.phase, step=task.step,
-                      sample_ids=task.sample_ids, path=task.path, seq=task.seq)
+    def _encode_task(self, name: str, task: TaskSpec) -> pb.Down:
+        down = pb.Down()
+        msg = down.task  # built in place (see codec.encode_tensor's `into`)
+        msg.node, msg.kind, msg.phase, msg.step = name, pb.Task.Kind.Value(task.kind), task.phase, task.step
+        msg.path, msg.seq = task.path, task.seq
+        msg.sample_ids.extend(task.sample_ids)
         if task.grad is not None:
-            msg.grad.CopyFrom(codec.encode_symbols(task.grad, self.precision, name="grad"))
+            codec.encode_symbols(task.grad, self.precision, name="grad", into=msg.grad)
         msg.hop.sent_ns = time.time_ns()
-        return msg
+        return down
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -53,7 +53,10 @@ class _Wire:
 
     def nonfinite(self, raw: np.ndarray) -> int:
         """NaN/Inf count of wire-order values `raw`, by exponent bits: single-threaded numpy, which
-        stays fast on busy machines where torch's threaded isfinite stalls."""
+        stays fast on busy machines where torch's threaded isfinite stalls. float32 first takes
+        numpy's isfinite, ~3x faster, and counts only when something is wrong."""
+        if raw.dtype == np.float32 and bool(np.isfinite(raw).all()):
+            return 0
         bits = raw.view(np.dtype(f"<u{self.itemsize}")) & self.exponent
         return int(np.count_nonzero(bits == self.exponent))
 
@@ -88,11 +91,13 @@ def _shape_str(shape: Sequence[int | None]) -> str:
 # ---------------------------------------------------------------------------- tensors
 
 def encode_tensor(t: torch.Tensor, dtype: str | None = None, *, finite: bool = True,
-                  name: str = "tensor") -> pb.Tensor:
+                  name: str = "tensor", into: pb.Tensor | None = None) -> pb.Tensor:
     """Tensor -> `pb.Tensor` (raw little-endian C-order bytes), cast to `dtype` when given.
 
     Casts stay within a kind: float to float, integer/bool to integer/bool.
     finite: reject NaN/Inf in float tensors (after the cast, so overflow is caught at the sender).
+    into: fill this field of a message being built (`up.tokens.symbols`) instead of a new
+    `pb.Tensor`: nesting a built message copies its bytes again, which costs at megabytes.
     """
     if not isinstance(t, torch.Tensor):
         raise CodecError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
@@ -111,7 +116,11 @@ def encode_tensor(t: torch.Tensor, dtype: str | None = None, *, finite: bool = T
     if finite and w.is_float and (bad := w.nonfinite(raw)):
         raise CodecError(f"{name}: {bad} non-finite values (NaN/Inf) in {dtype} tensor of shape "
                          f"{_shape_str(tuple(t.shape))} ({_nonfinite_cause(src, dtype)}); send finite values")
-    return pb.Tensor(data=raw.tobytes(), dtype=dtype, shape=list(t.shape))
+    msg = pb.Tensor() if into is None else into
+    msg.data, msg.dtype = raw.tobytes(), dtype
+    msg.ClearField("shape")
+    msg.shape.extend(t.shape)
+    return msg
 
 
 def decode_tensor(msg: pb.Tensor, *, dtype: str | None = None, shape: Sequence[int | None] | None = None,
@@ -161,15 +170,17 @@ def payload_bytes(msg: pb.Tensor) -> int:
 
 # ---------------------------------------------------------------------------- complex symbols
 
-def encode_symbols(z: torch.Tensor, precision: str = "float32", *, name: str = "symbols") -> pb.Tensor:
-    """(b, c) complex -> `pb.Tensor` of real pairs (b, c, 2) in `precision` (float32|float16|bfloat16)."""
+def encode_symbols(z: torch.Tensor, precision: str = "float32", *, name: str = "symbols",
+                   into: pb.Tensor | None = None) -> pb.Tensor:
+    """(b, c) complex -> `pb.Tensor` of real pairs (b, c, 2) in `precision` (float32|float16|bfloat16);
+    `into` as for `encode_tensor`."""
     if precision not in PRECISIONS:
         raise CodecError(f"{name}: unknown wire precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
     if not isinstance(z, torch.Tensor) or not z.is_complex() or z.dim() != 2:
         got = f"{tuple(z.shape)} {z.dtype}" if isinstance(z, torch.Tensor) else type(z).__name__
         raise CodecError(f"{name}: expected a (b, c) complex tensor, got {got}")
     pairs = torch.view_as_real(z.detach().resolve_conj().to(torch.complex64))  # (b, c, 2)
-    return encode_tensor(pairs, precision, name=name)
+    return encode_tensor(pairs, precision, name=name, into=into)
 
 
 def decode_symbols(msg: pb.Tensor, *, b: int | None = None, c: int | None = None,
