@@ -32,8 +32,8 @@ from protos import codec
 from protos import tokcom_pb2 as pb
 from protos import tokcom_pb2_grpc as pb_grpc
 from protos.meter import LinkMeter
-from protos.rpc import (PROTOCOL, Outbox, Timeouts, connect, peer_alive, serve_stream, start_server, status_code,
-                        stop_on_signals)
+from protos.rpc import (PROTOCOL, Outbox, Timeouts, connect, fast_thread_switch, peer_alive, serve_stream,
+                        start_server, status_code, stop_on_signals)
 
 log = logging.getLogger(__name__)
 
@@ -288,6 +288,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     stop_on_signals()
+    fast_thread_switch()
     cfg = load_config(args.config, args.overrides)
     import torch
 

@@ -32,7 +32,7 @@ from protos import codec
 from protos import tokcom_pb2 as pb
 from protos import tokcom_pb2_grpc as pb_grpc
 from protos.meter import LinkMeter
-from protos.rpc import PROTOCOL, Outbox, Timeouts, connect, stop_on_signals
+from protos.rpc import PROTOCOL, Outbox, Timeouts, connect, fast_thread_switch, stop_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +115,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     setup_logging("device", f"user{args.user}/{args.modality}")
     stop_on_signals()
+    fast_thread_switch()
     cfg = load_config(args.config, args.overrides)
     torch.set_num_threads(args.threads)  # several devices share a machine with the edge
     if not 0 <= args.user < cfg.users:

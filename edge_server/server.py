@@ -33,7 +33,8 @@ from foundation.manifest import build_manifest
 from protos import codec
 from protos import tokcom_pb2 as pb
 from protos import tokcom_pb2_grpc as pb_grpc
-from protos.rpc import PROTOCOL, Outbox, info_to_dict, serve_stream, start_server, stop_on_signals
+from protos.rpc import (PROTOCOL, Outbox, fast_thread_switch, info_to_dict, serve_stream, start_server,
+                        stop_on_signals)
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +161,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def serve(cfg: Config, args: argparse.Namespace) -> int:
     stop_on_signals()
+    fast_thread_switch()
     dataset, (lm, tok) = prepare_assets(cfg)
     edge = EdgeNode(cfg, lm, tok, pick_device(cfg.models.device))
     width = lm.config.hidden_size
