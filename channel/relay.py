@@ -76,8 +76,8 @@ class Relay(pb_grpc.TokenLinkServicer):
         try:
             for down in self._responses:
                 kind = down.WhichOneof("msg")
-                if kind == "task":
-                    self._downlink(down)
+                if kind == "tasks":
+                    self._downlink(down.tasks)
                 elif kind == "welcome":
                     if down.welcome.node == "relay":
                         self.welcome.set()
@@ -112,32 +112,43 @@ class Relay(pb_grpc.TokenLinkServicer):
                 route.backlog.append(down)
 
     # -------------------------------------------------------------- downlink
-    def _downlink(self, down: pb.Down) -> None:
+    def _downlink(self, batch: pb.Tasks) -> None:
+        """The edge's batch of tasks: the gradients through the VJP, each task's modelled cost, and
+        each device its share: one message when the links are free, each task at its time if not."""
         t_rx = time.time_ns()
-        task = down.task
-        node = task.node
-        if node not in self.routes:
-            log.error("the edge sent a task for unknown node %s", node)
-            return
-        self.meter.record("edge->relay", "downlink", payload_bytes=codec.payload_bytes(task.grad),
-                          wire_bytes=down.ByteSize(), latency_ms=max(0.0, (t_rx - task.hop.sent_ns) / 1e6))
-        if task.HasField("grad"):
-            try:
-                g = self.hop.downlink(node, task.phase, task.step, codec.decode_symbols(task.grad, name="grad"))
-            except (HopError, codec.CodecError) as e:
-                log.error("%s", e)
-                with self.lock:
-                    outbox = self.routes[node].outbox
-                if outbox is not None:
-                    outbox.abort(grpc.StatusCode.INTERNAL, f"relay: {e}")
-                return
-            codec.encode_symbols(g, self.precision, name="grad", into=task.grad)
-        nbytes = codec.payload_bytes(task.grad) + sum(len(i) for i in task.sample_ids)  # see channel.hop
-        cost = self.hop.downlink_cost(node, pb.Task.Kind.Name(task.kind), task.phase, task.step, nbytes,
-                                      time.monotonic())
-        task.hop.sent_ns, task.hop.airtime_s = t_rx, cost.airtime_s
-        task.hop.queueing_s, task.hop.propagation_s = cost.queueing_s, cost.propagation_s
-        self._later(cost.arrive, lambda: self._route(node, down))
+        shares: dict[str, pb.Down] = {}
+        for task in batch.tasks:
+            node = task.node
+            if node not in self.routes:
+                log.error("the edge sent a task for unknown node %s", node)
+                continue
+            self.meter.record("edge->relay", "downlink", payload_bytes=codec.payload_bytes(task.grad),
+                              wire_bytes=task.ByteSize(), latency_ms=max(0.0, (t_rx - task.hop.sent_ns) / 1e6))
+            down = shares.setdefault(node, pb.Down()) if self.release is None else pb.Down()
+            out = down.tasks.tasks.add()
+            out.node, out.kind, out.phase, out.step, out.path, out.seq = \
+                node, task.kind, task.phase, task.step, task.path, task.seq
+            out.sample_ids.extend(task.sample_ids)
+            if task.HasField("grad"):
+                try:
+                    g = self.hop.downlink(node, task.phase, task.step, codec.decode_symbols(task.grad, name="grad"))
+                except (HopError, codec.CodecError) as e:
+                    log.error("%s", e)
+                    with self.lock:
+                        outbox = self.routes[node].outbox
+                    if outbox is not None:
+                        outbox.abort(grpc.StatusCode.INTERNAL, f"relay: {e}")
+                    continue
+                codec.encode_symbols(g, self.precision, name="grad", into=out.grad)  # (b, c, 2)
+            nbytes = codec.payload_bytes(out.grad) + sum(len(i) for i in out.sample_ids)  # see channel.hop
+            cost = self.hop.downlink_cost(node, pb.Task.Kind.Name(out.kind), out.phase, out.step, nbytes,
+                                          time.monotonic())
+            out.hop.sent_ns, out.hop.airtime_s = t_rx, cost.airtime_s
+            out.hop.queueing_s, out.hop.propagation_s = cost.queueing_s, cost.propagation_s
+            if self.release is not None:
+                self.release.at(cost.arrive, lambda node=node, down=down: self._route(node, down))
+        for node, down in shares.items():
+            self._route(node, down)
 
     def _later(self, t: float, fn) -> None:
         if self.release is None:

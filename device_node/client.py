@@ -56,20 +56,22 @@ class DeviceClient:
                 if kind == "welcome":
                     self.run_id = down.welcome.run_id
                     log.info("registered with run %s", self.run_id)
-                elif kind == "task" and not stopped and self._task(down, outbox):
-                    stopped = True
-                    outbox.close()
+                elif kind == "tasks" and not stopped:
+                    for task in down.tasks.tasks:
+                        if self._task(task, outbox):
+                            stopped = True
+                            outbox.close()
+                            break
         finally:
             outbox.close()
         if not stopped:
             raise ConnectionError("the relay ended the stream before STOP")
 
-    def _task(self, down: pb.Down, outbox: Outbox) -> bool:
+    def _task(self, task: pb.Task, outbox: Outbox) -> bool:
         """Carry out one task; True after STOP."""
-        t_rx = time.time_ns()
-        task, hop = down.task, down.task.hop
+        t_rx, hop = time.time_ns(), task.hop
         self.meter.record(f"relay->{self.name}", "downlink", payload_bytes=codec.payload_bytes(task.grad),
-                          wire_bytes=down.ByteSize(), latency_ms=max(0.0, (t_rx - hop.sent_ns) / 1e6),
+                          wire_bytes=task.ByteSize(), latency_ms=max(0.0, (t_rx - hop.sent_ns) / 1e6),
                           airtime_s=hop.airtime_s, queueing_s=hop.queueing_s, propagation_s=hop.propagation_s)
         if task.kind == pb.Task.TRANSMIT:
             outbox.put(self._transmit(task))

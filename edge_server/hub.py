@@ -8,7 +8,8 @@ Tasks go down the relay's stream in order, and each device carries them out in t
 order they arrive, so nothing waits for an UPDATE to be acknowledged: the device's
 next tokens come after its update by construction. Only the nodes that train get an
 UPDATE. SAVE and LOAD are acknowledged (`done`), since the edge must know the state is
-on disk; TRANSMIT is answered by the tokens.
+on disk; TRANSMIT is answered by the tokens. Tasks are queued and sent as one batch when
+the driver next waits (a round's UPDATEs leave with the next round's TRANSMITs).
 """
 from __future__ import annotations
 
@@ -87,11 +88,12 @@ class EdgeHub:
         self.reports: dict[str, list[dict]] = {}
         self.meter = LinkMeter()  # the links whose receiver is the edge (relay->edge)
         self.me = {"role": "edge", "pid": os.getpid(), "host": socket.gethostname()}
-        self._send: Callable[[str, TaskSpec], None] | None = None
+        self._send: Callable[[list[tuple[str, TaskSpec]]], None] | None = None
+        self._pending: list[tuple[str, TaskSpec]] = []  # queued for the next batch
 
     # ------------------------------------------------------------ the relay's stream
-    def attach(self, send: Callable[[str, TaskSpec], None]) -> None:
-        """The relay's stream is open: tasks for any device go through `send(node, task)`."""
+    def attach(self, send: Callable[[list[tuple[str, TaskSpec]]], None]) -> None:
+        """The relay's stream is open: batches of tasks go through `send([(node, task), ...])`."""
         with self.cond:
             self._send = send
 
@@ -203,16 +205,22 @@ class EdgeHub:
             if not self.cond.wait_for(pred, self.cfg.wire.step_timeout_s):
                 raise DeviceTimeout(self._describe(nodes_left()), what)
 
-    def _deliver(self, name: str, task: TaskSpec) -> int:
+    def _queue(self, name: str, task: TaskSpec) -> int:
         with self.cond:
             node = self._node(name)
             node.seq += 1
             task.seq = node.seq
-            send = self._send
-        if send is None:
-            raise DeviceTimeout([name], "the relay's stream is closed")
-        send(name, task)
+            self._pending.append((name, task))
         return task.seq
+
+    def _flush(self) -> None:
+        with self.cond:
+            batch, self._pending, send = self._pending, [], self._send
+        if not batch:
+            return
+        if send is None:
+            raise DeviceTimeout(sorted({n for n, _ in batch}), "the relay's stream is closed")
+        send(batch)
 
     def exchange(self, user: int, phase: str, step: int, ids: list[str]) -> Exchange:
         names = [f"user{user}/{m}" for m in MODALITIES]
@@ -221,7 +229,8 @@ class EdgeHub:
             for n in names:
                 self.nodes[n].expect = (phase, step, len(ids))
         for n in names:
-            self._deliver(n, TaskSpec("TRANSMIT", phase, step, list(ids)))
+            self._queue(n, TaskSpec("TRANSMIT", phase, step, list(ids)))
+        self._flush()
         keys = [(n, phase, step) for n in names]
         self._wait(lambda: all(k in self.tokens for k in keys),
                    lambda: [k[0] for k in keys if k not in self.tokens], f"{phase} step {step} tokens")
@@ -233,14 +242,15 @@ class EdgeHub:
                         max(v.airtime_s for v in got.values()) * 1e3)
 
     def send_grads(self, user: int, phase: str, step: int, grads: dict[str, torch.Tensor]) -> None:
-        """UPDATE to each device that trains; not waited for (see the module docstring)."""
+        """UPDATE to each device that trains, queued for the next batch; never waited for."""
         for m in TRAINED_DEVICES:
             if grads.get(m) is not None:
-                self._deliver(f"user{user}/{m}", TaskSpec("UPDATE", phase, step, grad=grads[m]))
+                self._queue(f"user{user}/{m}", TaskSpec("UPDATE", phase, step, grad=grads[m]))
 
     def _deliver_and_wait(self, kind: str, path: str, what: str) -> None:
         devices = [n for n in self.expected if n != "relay"]
-        targets = {n: self._deliver(n, TaskSpec(kind, path=path)) for n in devices}
+        targets = {n: self._queue(n, TaskSpec(kind, path=path)) for n in devices}
+        self._flush()
         self._wait(lambda: all(self.nodes[n].done >= k for n, k in targets.items()),
                    lambda: [n for n, k in targets.items() if self.nodes[n].done < k], what)
 
@@ -254,7 +264,8 @@ class EdgeHub:
         """STOP every device; wait for the devices' and the relay's link reports."""
         for n in self.expected:
             if n != "relay" and n in self.nodes:
-                self._deliver(n, TaskSpec("STOP"))
+                self._queue(n, TaskSpec("STOP"))
+        self._flush()
         with self.cond:
             done = self.cond.wait_for(lambda: all(n in self.reports for n in self.expected),
                                       self.cfg.wire.step_timeout_s)
@@ -265,12 +276,13 @@ class EdgeHub:
         """After a failure: ask the live devices to save (if asked) and stop, without waiting."""
         for name in list(self.nodes):
             if name != "relay":
-                try:
-                    if ckpt_dir:
-                        self._deliver(name, TaskSpec("SAVE", path=ckpt_dir))
-                    self._deliver(name, TaskSpec("STOP"))
-                except DeviceTimeout:
-                    return  # no relay stream: nobody to tell
+                if ckpt_dir:
+                    self._queue(name, TaskSpec("SAVE", path=ckpt_dir))
+                self._queue(name, TaskSpec("STOP"))
+        try:
+            self._flush()
+        except DeviceTimeout:
+            pass  # no relay stream: nobody to tell
 
     def links(self) -> list[dict]:
         merged = LinkMeter()

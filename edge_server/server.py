@@ -106,8 +106,8 @@ class EdgeServicer(pb_grpc.TokenLinkServicer):
             if send is not None:
                 raise HubError("FAILED_PRECONDITION", "the relay said Hello twice on one stream")
 
-            def send(name: str, task: TaskSpec) -> None:
-                outbox.put(self._encode_task(name, task))
+            def send(batch: list[tuple[str, TaskSpec]]) -> None:
+                outbox.put(self._encode_tasks(batch))
 
             self.hub.attach(send)
         outbox.put(pb.Down(welcome=pb.Welcome(node=info["node"], run_id=run_id)))
@@ -137,15 +137,16 @@ class EdgeServicer(pb_grpc.TokenLinkServicer):
         self.hub.meter.record("relay->edge", "uplink", payload_bytes=payload, wire_bytes=up.ByteSize(), samples=b,
                               latency_ms=max(0.0, (t_rx - msg.hop.sent_ns) / 1e6))
 
-    def _encode_task(self, name: str, task: TaskSpec) -> pb.Down:
+    def _encode_tasks(self, batch: list[tuple[str, TaskSpec]]) -> pb.Down:
         down = pb.Down()
-        msg = down.task  # built in place (see codec.encode_tensor's `into`)
-        msg.node, msg.kind, msg.phase, msg.step = name, pb.Task.Kind.Value(task.kind), task.phase, task.step
-        msg.path, msg.seq = task.path, task.seq
-        msg.sample_ids.extend(task.sample_ids)
-        if task.grad is not None:
-            codec.encode_symbols(task.grad, self.precision, name="grad", into=msg.grad)
-        msg.hop.sent_ns = time.time_ns()
+        for name, task in batch:
+            msg = down.tasks.tasks.add()  # built in place (see codec.encode_tensor's `into`)
+            msg.node, msg.kind, msg.phase, msg.step = name, pb.Task.Kind.Value(task.kind), task.phase, task.step
+            msg.path, msg.seq = task.path, task.seq
+            msg.sample_ids.extend(task.sample_ids)
+            if task.grad is not None:
+                codec.encode_symbols(task.grad, self.precision, name="grad", into=msg.grad)
+            msg.hop.sent_ns = time.time_ns()
         return down
 
 

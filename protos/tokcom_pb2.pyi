@@ -103,6 +103,12 @@ class Task(_message.Message):
     hop: Hop
     def __init__(self, node: _Optional[str] = ..., kind: _Optional[_Union[Task.Kind, str]] = ..., phase: _Optional[str] = ..., step: _Optional[int] = ..., sample_ids: _Optional[_Iterable[str]] = ..., grad: _Optional[_Union[Tensor, _Mapping]] = ..., path: _Optional[str] = ..., seq: _Optional[int] = ..., hop: _Optional[_Union[Hop, _Mapping]] = ...) -> None: ...
 
+class Tasks(_message.Message):
+    __slots__ = ("tasks",)
+    TASKS_FIELD_NUMBER: _ClassVar[int]
+    tasks: _containers.RepeatedCompositeFieldContainer[Task]
+    def __init__(self, tasks: _Optional[_Iterable[_Union[Task, _Mapping]]] = ...) -> None: ...
+
 class Labels(_message.Message):
     __slots__ = ("text_ids", "text_mask", "answer_ids", "answer_mask", "answers", "qtypes")
     TEXT_IDS_FIELD_NUMBER: _ClassVar[int]
@@ -226,11 +232,11 @@ class Error(_message.Message):
     def __init__(self, node: _Optional[str] = ..., code: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class Down(_message.Message):
-    __slots__ = ("welcome", "task", "error")
+    __slots__ = ("welcome", "tasks", "error")
     WELCOME_FIELD_NUMBER: _ClassVar[int]
-    TASK_FIELD_NUMBER: _ClassVar[int]
+    TASKS_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     welcome: Welcome
-    task: Task
+    tasks: Tasks
     error: Error
-    def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., task: _Optional[_Union[Task, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ...) -> None: ...
+    def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., tasks: _Optional[_Union[Tasks, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ...) -> None: ...

@@ -2,6 +2,7 @@
 save, restore, stop — what it answers and what it meters."""
 import threading
 
+import pytest
 import torch
 
 from device_node.build import build_device
@@ -29,7 +30,11 @@ class ScriptedStub:
         yield pb.Down(welcome=pb.Welcome(node="user0/audio", run_id="r1"))
         for task in self.tasks:
             task.hop.sent_ns, task.hop.airtime_s, task.hop.propagation_s = 1, 0.002, 0.001
-            yield pb.Down(task=task)
+        for i, task in enumerate(self.tasks):
+            if i == 1:  # TRANSMIT and UPDATE in one batch, as the edge sends a round's tasks
+                yield pb.Down(tasks=pb.Tasks(tasks=self.tasks[1:3]))
+            elif i != 2:
+                yield pb.Down(tasks=pb.Tasks(tasks=[task]))
         assert self.drained.wait(30), "the device did not close its stream after STOP"
 
 
@@ -74,4 +79,4 @@ def test_device_task_loop_transmits_updates_saves_restores_and_meters(small_cfg,
     down = links[("relay->user0/audio", "downlink")]
     assert down["messages"] == 5
     assert down["payload_bytes"] == 8 * c * 2 * 4
-    assert down["airtime_s"] == 5 * 0.002 and down["propagation_s"] == 5 * 0.001
+    assert down["airtime_s"] == pytest.approx(5 * 0.002) and down["propagation_s"] == pytest.approx(5 * 0.001)
