@@ -95,6 +95,9 @@ class Relay(pb_grpc.TokenLinkServicer):
                 self.welcome.set()
             else:
                 log.info("the edge closed the stream: %s", e.code().name)
+        except Exception:
+            log.exception("handling the edge's stream failed; the relay stops relaying")
+            self.to_edge.close()
 
     def _route(self, node: str, down: pb.Down, welcome: bool = False) -> None:
         with self.lock:
@@ -192,6 +195,9 @@ class Relay(pb_grpc.TokenLinkServicer):
             outbox.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{node or '?'}: {e}")
         except grpc.RpcError:
             pass
+        except Exception as e:  # a bug here must end the stream with a status, not hang it
+            log.exception("the stream of %s failed", node or "a device")
+            outbox.abort(grpc.StatusCode.INTERNAL, f"relay: {type(e).__name__}: {e}")
         if node:
             self._disconnected(node, outbox)
 

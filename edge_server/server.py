@@ -89,6 +89,10 @@ class EdgeServicer(pb_grpc.TokenLinkServicer):
             return
         except grpc.RpcError:
             pass  # the relay went away; the driver's deadline notices
+        except Exception as e:  # a bug here must end the stream with a status, not hang it
+            log.exception("the relay's stream failed")
+            outbox.abort(grpc.StatusCode.INTERNAL, f"edge: {type(e).__name__}: {e}")
+            return
         finally:
             if send is not None:
                 self.hub.detach(send)
@@ -172,7 +176,7 @@ def serve(cfg: Config, args: argparse.Namespace) -> int:
     hub = EdgeHub(cfg, digests, {"audio": width, "video": width, "text": width},
                   on_register=lambda n: health_servicer.set(f"node:{n}", health_pb2.HealthCheckResponse.SERVING))
     server = start_server(lambda s: pb_grpc.add_TokenLinkServicer_to_server(EdgeServicer(hub, cfg), s),
-                          args.listen, cfg.wire.max_message_mb, workers=4, port_file=args.port_file,
+                          args.listen, cfg.wire.max_message_mb, workers=16, port_file=args.port_file,
                           health_servicer=health_servicer)
     log.info("edge listening on port %d (device %s); waiting for %s", server.port, edge.device, hub.expected)
     run_dir = RunDir(args.out, cfg)
