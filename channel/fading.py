@@ -67,13 +67,16 @@ class ChannelOutput:
 
     y: (b, c) complex received symbols. h: (b, c) complex true per-symbol gain (1 for
     awgn). h_hat: (b, c) complex receiver's CSI (h, the LS estimate, or None).
-    noise_var: sigma^2, the complex noise variance.
+    noise_var: sigma^2, the complex noise variance. h_hat_blocks: (b, n) the receiver's
+    CSI at its real size, one gain per fading block (None with csi = "none");
+    `expand_blocks(h_hat_blocks, c, coherence)` gives h_hat.
     """
 
     y: Tensor
     h: Tensor
     h_hat: Tensor | None
     noise_var: float
+    h_hat_blocks: Tensor | None = None
 
 
 class LinkChannel:
@@ -133,12 +136,13 @@ class LinkChannel:
         h = expand_blocks(h_blk, c, self.coherence).to(x.device, x.dtype)  # (b, c)
         y = h * x + math.sqrt(sigma2) * noise.to(x.device, x.dtype)  # (b, c)
         if self.csi == "perfect":
-            h_hat = h
+            h_hat, h_hat_blk = h, h_blk.to(x.device, x.dtype)  # (b, c), (b, n)
         elif self.csi == "estimated":
-            h_hat = expand_blocks(h_hat_blk, c, self.coherence).to(x.device, x.dtype)  # (b, c)
+            h_hat_blk = h_hat_blk.to(x.device, x.dtype)  # (b, n)
+            h_hat = expand_blocks(h_hat_blk, c, self.coherence)  # (b, c)
         else:
             h_hat = None
-        return ChannelOutput(y=y, h=h, h_hat=h_hat, noise_var=sigma2)
+        return ChannelOutput(y=y, h=h, h_hat=h_hat, noise_var=sigma2, h_hat_blocks=h_hat_blk)
 
     @staticmethod
     def vjp(grad_y: Tensor, h: Tensor) -> Tensor:

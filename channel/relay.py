@@ -1,158 +1,298 @@
 """The relay process: `tokcom relay`.
 
-Devices dial the relay; the relay dials the edge. Both serve `TokenLink`, so the
-relay is a transparent hop: on the way up it applies each link's channel (and
-passes the receiver its CSI when used), on the way down it applies the channel's
-vector-Jacobian conj(h) to the gradients, and it meters the relay<->edge link.
+Devices dial the relay; the relay dials the edge. Each device keeps one `Link` stream to
+the relay, and the relay keeps one to the edge, carrying every device's traffic. On the way
+up the relay applies the link's channel (`channel.hop`, which also keeps h and builds the
+receiver's CSI at its real size); on the way down it applies the channel's vector-Jacobian
+conj(h) g. With `network` settings it holds each message for its modelled airtime,
+queueing and propagation before passing it on (`channel.network`, `channel.delay`).
+
+It meters the links it receives on: every device uplink (with the labels on their own
+line) and edge->relay. A device meters its downlink, the edge relay->edge; each reports
+at the end. A device may speak only for the name it said Hello with.
 """
 from __future__ import annotations
 
 import argparse
 import logging
 import os
-import signal
 import socket
 import threading
 import time
-from concurrent import futures
+from dataclasses import dataclass, field
 
 import grpc
-import torch
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from channel.fading import LinkChannel
-from channel.link import apply_link, receiver_csi
+from channel.delay import Release
+from channel.hop import ChannelHop, HopError
 from configs.args import add_config_arguments
-from configs.schema import Config
 from configs.loader import config_digest, load_config
-from foundation.manifest import TRAIN_PHASES
+from configs.schema import Config
 from protos import codec
 from protos import tokcom_pb2 as pb
 from protos import tokcom_pb2_grpc as pb_grpc
 from protos.meter import LinkMeter
-from protos.rpc import channel_options, timed, write_port_file
+from protos.rpc import (PROTOCOL, Outbox, Timeouts, connect, fast_thread_switch, peer_alive, serve_stream,
+                        start_server, status_code, stop_on_signals)
 
 log = logging.getLogger(__name__)
-PROTOCOL = "tokcom.v1"
-EDGE_CALL_S = 600.0  # upper bound on one forwarded call (the edge answers long polls in seconds)
 
 
-def _forward_error(context, err: grpc.RpcError):
-    """Pass the edge's status to the device unchanged."""
-    context.abort(err.code(), f"edge: {err.details()}")
+@dataclass
+class _Route:
+    """Where a device's downstream messages go: its current stream, once the edge welcomed it."""
+
+    outbox: Outbox | None = None
+    welcomed: bool = False
+    backlog: list = field(default_factory=list)  # tasks that came before the stream or its welcome
 
 
-class RelayServicer(pb_grpc.TokenLinkServicer):
+class Relay(pb_grpc.TokenLinkServicer):
     def __init__(self, cfg: Config, edge: pb_grpc.TokenLinkStub):
-        self.cfg, self.edge = cfg, edge
+        self.cfg, self.precision = cfg, cfg.wire.precision
+        self.hop = ChannelHop(cfg)
         self.meter = LinkMeter()
-        self.h: dict[tuple[str, str, int], object] = {}  # (node, phase, step) -> (b, c) true gains
-        self.lock = threading.Lock()
-        self.registered: set[str] = set()
-        self.stopped: set[str] = set()
         self.devices = set(cfg.link_names())
+        self.routes = {n: _Route() for n in self.devices}
+        self.reported: set[str] = set()
+        self.lock = threading.Lock()
+        self.release = Release() if self.hop.network.enabled else None
+        self.to_edge = Outbox()
+        self.welcome = threading.Event()
+        self.refused: tuple[str, str] | None = None
+        self._responses = edge.Link(iter(self.to_edge))
+        threading.Thread(target=self._read_edge, name="relay-edge-reader", daemon=True).start()
 
-    # -------------------------------------------------------------- hello
-    def Hello(self, request, context):
-        if request.protocol != PROTOCOL:
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION,
-                          f"protocol '{request.protocol}', this relay speaks {PROTOCOL}")
+    # -------------------------------------------------------------- the edge's stream
+    def hello(self, info: pb.NodeInfo) -> None:
+        """Say Hello to the edge; raises RuntimeError with the edge's reason if refused."""
+        self.to_edge.put(pb.Up(hello=pb.Hello(info=info, protocol=PROTOCOL)))
+        if not self.welcome.wait(Timeouts.HELLO_S):
+            raise RuntimeError(f"the edge did not answer the relay's Hello within {Timeouts.HELLO_S:.0f} s")
+        if self.refused:
+            raise RuntimeError(f"the edge refused the relay: {self.refused[0]}: {self.refused[1]}")
+
+    def _read_edge(self) -> None:
         try:
-            reply = self.edge.Hello(request, timeout=30)
+            for down in self._responses:
+                kind = down.WhichOneof("msg")
+                if kind == "tasks":
+                    self._downlink(down.tasks)
+                elif kind == "welcome":
+                    if down.welcome.node == "relay":
+                        self.welcome.set()
+                    else:
+                        self._route(down.welcome.node, down, welcome=True)
+                elif kind == "error":
+                    with self.lock:
+                        route = self.routes.get(down.error.node)
+                        outbox = route.outbox if route else None
+                    if outbox is not None:
+                        outbox.abort(status_code(down.error.code), f"edge: {down.error.message}")
         except grpc.RpcError as e:
-            _forward_error(context, e)
+            if not self.welcome.is_set():
+                self.refused = (e.code().name, e.details())
+                self.welcome.set()
+            else:
+                log.info("the edge closed the stream: %s", e.code().name)
+        except Exception:
+            log.exception("handling the edge's stream failed; the relay stops relaying")
+            self.to_edge.close()
+
+    def _route(self, node: str, down: pb.Down, welcome: bool = False) -> None:
         with self.lock:
-            self.registered.add(request.info.node)
-        return reply
-
-    def _check_node(self, node: str, context) -> str:
-        if node not in self.devices:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"unknown node '{node}'; this run has {sorted(self.devices)}")
-        if node not in self.registered:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"node '{node}' has not registered with Hello")
-        return node.split("/")[-1]
-
-    @staticmethod
-    def _call_edge(method, request, context):
-        """Forward one call; returns (reply, transport ms = round trip - the edge's holding time)."""
-        t0 = time.perf_counter()
-        try:
-            reply = method(request, timeout=EDGE_CALL_S)
-        except grpc.RpcError as e:
-            _forward_error(context, e)
-        return reply, max(0.0, (time.perf_counter() - t0) * 1e3 - reply.server_ms)
+            route = self.routes[node]
+            if welcome:
+                route.welcomed = True
+                if route.outbox is not None:
+                    route.outbox.put(down)
+                    for held in route.backlog:
+                        route.outbox.put(held)
+                    route.backlog.clear()
+            elif route.outbox is not None and route.welcomed:
+                route.outbox.put(down)
+            else:
+                route.backlog.append(down)
 
     # -------------------------------------------------------------- downlink
-    def NextTask(self, request, context):
-        with timed() as t:
-            self._check_node(request.node, context)
-            task, transport_ms = self._call_edge(self.edge.NextTask, request, context)
-            if task.kind != pb.Task.IDLE:
-                self.meter.record("edge->relay", "downlink", payload_bytes=codec.payload_bytes(task.grad),
-                                  wire_bytes=task.ByteSize(), latency_ms=transport_ms)
-            if task.kind == pb.Task.UPDATE:
-                h = self.h.pop((request.node, task.phase, task.step), None)
-                if task.HasField("grad"):
-                    if h is None:
-                        context.abort(grpc.StatusCode.INTERNAL, f"no channel state for {request.node} "
-                                                                f"{task.phase} step {task.step}")
-                    g = codec.decode_symbols(task.grad, name="grad")
-                    task.grad.CopyFrom(codec.encode_symbols(LinkChannel.vjp(g, h), self.cfg.wire.precision,
-                                                            name="grad"))
-            elif task.kind == pb.Task.STOP:
-                self._stopped(request.node)
-        task.server_ms = t.ms
-        return task
+    def _downlink(self, batch: pb.Tasks) -> None:
+        """The edge's batch of tasks: the gradients through the VJP, each task's modelled cost, and
+        each device its share: one message when the links are free, each task at its time if not."""
+        t_rx = time.time_ns()
+        shares: dict[str, pb.Down] = {}
+        for task in batch.tasks:
+            node = task.node
+            if node not in self.routes:
+                log.error("the edge sent a task for unknown node %s", node)
+                continue
+            self.meter.record("edge->relay", "downlink", payload_bytes=codec.payload_bytes(task.grad),
+                              wire_bytes=task.ByteSize(), latency_ms=max(0.0, (t_rx - task.hop.sent_ns) / 1e6))
+            down = shares.setdefault(node, pb.Down()) if self.release is None else pb.Down()
+            out = down.tasks.tasks.add()
+            out.node, out.kind, out.phase, out.step, out.path, out.seq = \
+                node, task.kind, task.phase, task.step, task.path, task.seq
+            out.sample_ids.extend(task.sample_ids)
+            if task.HasField("grad"):
+                try:
+                    g = self.hop.downlink(node, task.phase, task.step, codec.decode_symbols(task.grad, name="grad"))
+                except (HopError, codec.CodecError) as e:
+                    log.error("%s", e)
+                    with self.lock:
+                        outbox = self.routes[node].outbox
+                    if outbox is not None:
+                        outbox.abort(grpc.StatusCode.INTERNAL, f"relay: {e}")
+                    continue
+                codec.encode_symbols(g, self.precision, name="grad", into=out.grad)  # (b, c, 2)
+            nbytes = codec.payload_bytes(out.grad) + sum(len(i) for i in out.sample_ids)  # see channel.hop
+            cost = self.hop.downlink_cost(node, pb.Task.Kind.Name(out.kind), out.phase, out.step, nbytes,
+                                          time.monotonic())
+            out.hop.sent_ns, out.hop.airtime_s = t_rx, cost.airtime_s
+            out.hop.queueing_s, out.hop.propagation_s = cost.queueing_s, cost.propagation_s
+            if self.release is not None:
+                self.release.at(cost.arrive, lambda node=node, down=down: self._route(node, down))
+        for node, down in shares.items():
+            self._route(node, down)
 
-    def _stopped(self, node: str) -> None:
+    def _later(self, t: float, fn) -> None:
+        if self.release is None:
+            fn()
+        else:
+            self.release.at(t, fn)
+
+    # -------------------------------------------------------------- device streams
+    def Link(self, request_iterator, context):
+        outbox = Outbox()
+        threading.Thread(target=self._read_device, args=(request_iterator, outbox), daemon=True,
+                         name="relay-device-reader").start()
+        return serve_stream(outbox, context)
+
+    def _read_device(self, requests, outbox: Outbox) -> None:
+        node = ""
+        try:
+            for up in requests:
+                kind = up.WhichOneof("msg")
+                if not node:
+                    node = self._device_hello(up, outbox)
+                    continue
+                if kind == "tokens":
+                    self._uplink(node, up)
+                elif kind in ("done", "report"):
+                    sender = getattr(up, kind).node
+                    if sender != node:
+                        raise _Refuse(grpc.StatusCode.INVALID_ARGUMENT,
+                                      f"this stream belongs to {node}; it cannot speak for '{sender}'")
+                    if kind == "done":
+                        up.done.hop.sent_ns = time.time_ns()
+                    self.to_edge.put(up)
+                    if kind == "report":
+                        self._reported(node, outbox)
+                        return
+                else:
+                    raise _Refuse(grpc.StatusCode.INVALID_ARGUMENT, f"unexpected {kind or 'empty'} message")
+        except _Refuse as e:
+            outbox.abort(e.code, f"{node or '?'}: {e}")
+        except codec.CodecError as e:
+            outbox.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{node or '?'}: {e}")
+        except grpc.RpcError:
+            pass
+        except Exception as e:  # a bug here must end the stream with a status, not hang it
+            log.exception("the stream of %s failed", node or "a device")
+            outbox.abort(grpc.StatusCode.INTERNAL, f"relay: {type(e).__name__}: {e}")
+        if node:
+            self._disconnected(node, outbox)
+
+    def _device_hello(self, up: pb.Up, outbox: Outbox) -> str:
+        if up.WhichOneof("msg") != "hello":
+            raise _Refuse(grpc.StatusCode.FAILED_PRECONDITION, "say Hello first")
+        if up.hello.protocol != PROTOCOL:
+            raise _Refuse(grpc.StatusCode.FAILED_PRECONDITION,
+                          f"protocol '{up.hello.protocol}', this relay speaks {PROTOCOL}")
+        node = up.hello.info.node
+        if node not in self.devices:
+            raise _Refuse(grpc.StatusCode.INVALID_ARGUMENT, f"unknown node '{node}'; this run has "
+                                                            f"{sorted(self.devices)}")
         with self.lock:
-            self.stopped.add(node)
-            last = self.stopped >= self.devices
-        if last:  # every device is done: the relay's own meters go to the edge
-            threading.Thread(target=self._report, daemon=True).start()
+            old = self.routes[node].outbox
+            self.routes[node].outbox, self.routes[node].welcomed = outbox, False
+        if old is not None:
+            old.abort(grpc.StatusCode.ABORTED, f"{node} connected again; this stream is replaced")
+        self.to_edge.put(up)
+        return node
 
-    def _report(self) -> None:
-        try:
-            self.edge.SendReport(codec.encode_report("relay", self.meter.export()), timeout=30)
-        except grpc.RpcError as e:
-            log.warning("could not send the relay's link report: %s", e.details())
+    def _uplink(self, node: str, up: pb.Up) -> None:
+        t_rx = time.time_ns()
+        msg = up.tokens
+        if msg.node != node:
+            raise _Refuse(grpc.StatusCode.INVALID_ARGUMENT, f"this stream belongs to {node}; it cannot speak "
+                                                            f"for '{msg.node}'")
+        modality = node.split("/")[-1]
+        s_cfg = self.cfg.data.text_len if modality == "text" else getattr(self.cfg.transmitter, modality).tokens
+        if msg.s != s_cfg or msg.d % 2 or msg.d == 0:
+            raise _Refuse(grpc.StatusCode.INVALID_ARGUMENT, f"s={msg.s}, d={msg.d}; this run sends s={s_cfg} "
+                                                            f"tokens of even width")
+        x = codec.decode_symbols(msg.symbols, c=msg.s * msg.d // 2)  # (b, c)
+        out = self.hop.uplink(node, msg.phase, msg.step, x)
+        up_fwd = pb.Up()
+        fwd = up_fwd.tokens  # built in place (see codec.encode_tensor's `into`)
+        fwd.node, fwd.phase, fwd.step, fwd.s, fwd.d = node, msg.phase, msg.step, msg.s, msg.d
+        fwd.compute_ms, fwd.noise_var = msg.compute_ms, out.noise_var
+        codec.encode_symbols(out.y, self.precision, into=fwd.symbols)
+        if out.csi is not None:
+            codec.encode_symbols(out.csi, self.precision, name="csi", into=fwd.csi)
+        labels_wire = labels_payload = 0
+        if msg.HasField("labels"):
+            fwd.labels.CopyFrom(msg.labels)
+            labels_wire, labels_payload = msg.labels.ByteSize(), codec.labels_bytes(msg.labels)
+        cost, label_air = self.hop.uplink_cost(node, msg.phase, msg.step, out.channel_uses, labels_payload,
+                                               time.monotonic())
+        fwd.uplink_airtime_s = cost.airtime_s
+        wire = up.ByteSize()
+        b = x.shape[0]
 
-    # -------------------------------------------------------------- uplink
-    def SendTokens(self, request, context):
-        with timed() as t:
-            modality = self._check_node(request.node, context)
-            s_cfg = self.cfg.data.text_len if modality == "text" else getattr(self.cfg.transmitter, modality).tokens
-            if request.s != s_cfg or request.d % 2:
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                              f"{request.node}: s={request.s}, d={request.d}; this run sends s={s_cfg} tokens "
-                              f"of even width")
-            try:
-                z = codec.decode_symbols(request.symbols, c=request.s * request.d // 2)  # (b, c)
-            except codec.CodecError as e:
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{request.node}: {e}")
-            link = self.cfg.channel.link(request.node)
-            out = apply_link(link, self.cfg.seed, request.node, request.phase, request.step, z)
-            if request.phase in TRAIN_PHASES:
-                self.h[(request.node, request.phase, request.step)] = out.h
-            fwd = pb.Tokens(node=request.node, phase=request.phase, step=request.step, s=request.s, d=request.d,
-                            compute_ms=request.compute_ms, noise_var=out.noise_var,
-                            symbols=codec.encode_symbols(out.y, self.cfg.wire.precision))
-            csi = receiver_csi(link, out)
-            if csi is not None:
-                fwd.csi.CopyFrom(codec.encode_symbols(csi, self.cfg.wire.precision, name="csi"))
-            if request.HasField("labels"):
-                fwd.labels.CopyFrom(request.labels)
-            _, transport_ms = self._call_edge(self.edge.SendTokens, fwd, context)
-            payload = codec.payload_bytes(fwd.symbols) + codec.payload_bytes(fwd.csi) + codec.labels_bytes(fwd.labels)
-            self.meter.record("relay->edge", "uplink", payload_bytes=payload, wire_bytes=fwd.ByteSize(),
-                              samples=z.shape[0], latency_ms=transport_ms)
-        return pb.Ack(server_ms=t.ms)
+        def deliver():
+            now = time.time_ns()
+            self.meter.record(f"{node}->relay", "uplink", payload_bytes=out.payload_bytes,
+                              wire_bytes=wire - labels_wire, channel_uses=out.channel_uses, samples=b,
+                              latency_ms=max(0.0, (now - msg.hop.sent_ns) / 1e6), airtime_s=cost.airtime_s - label_air,
+                              queueing_s=cost.queueing_s, propagation_s=cost.propagation_s)
+            if labels_wire:
+                self.meter.record(f"{node}->relay (labels)", "uplink", payload_bytes=labels_payload,
+                                  wire_bytes=labels_wire, samples=b, airtime_s=label_air)
+            fwd.hop.sent_ns = now
+            self.to_edge.put(up_fwd)
 
-    def SendReport(self, request, context):
-        try:
-            return self.edge.SendReport(request, timeout=30)
-        except grpc.RpcError as e:
-            _forward_error(context, e)
+        self._later(cost.arrive, deliver)
+
+    def _reported(self, node: str, outbox: Outbox) -> None:
+        """A device's last message: close its stream; after the last device, send the relay's own report."""
+        with self.lock:
+            self.reported.add(node)
+            last = self.reported >= self.devices
+            if self.routes[node].outbox is outbox:
+                self.routes[node].outbox = None
+        outbox.close()
+        if last:
+            self.to_edge.put(pb.Up(report=codec.encode_report("relay", self.meter.export())))
+
+    def _disconnected(self, node: str, outbox: Outbox) -> None:
+        with self.lock:
+            current = self.routes[node].outbox is outbox
+            if current:
+                self.routes[node].outbox, self.routes[node].welcomed = None, False
+        if current:
+            log.warning("lost the stream of %s", node)
+            self.to_edge.put(pb.Up(gone=pb.Gone(node=node, why="its stream to the relay closed before STOP")))
+
+    def close(self) -> None:
+        self.to_edge.close()
+        if self.release is not None:
+            self.release.close()
+
+
+class _Refuse(Exception):
+    def __init__(self, code: grpc.StatusCode, message: str):
+        super().__init__(message)
+        self.code = code
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -160,50 +300,43 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--listen", default="127.0.0.1:0", help="HOST:PORT for devices (port 0: the OS picks)")
     p.add_argument("--edge", required=True, help="HOST:PORT of the edge server")
     p.add_argument("--port-file", help="write the bound port here once listening")
-    p.add_argument("--connect-timeout", type=float, default=120.0)
+    p.add_argument("--connect-timeout", type=float, default=Timeouts.CONNECT_S)
 
 
 def run(args: argparse.Namespace) -> int:
+    stop_on_signals()
+    fast_thread_switch()
     cfg = load_config(args.config, args.overrides)
+    import torch
+
     torch.set_num_threads(1)  # element-wise channel math; leave the cores to the edge
-    opts = channel_options(cfg.wire.max_message_mb)
-    channel = grpc.insecure_channel(args.edge, options=opts)
     try:
-        grpc.channel_ready_future(channel).result(timeout=args.connect_timeout)
-    except grpc.FutureTimeoutError:
-        log.error("edge %s not reachable within %.0f s", args.edge, args.connect_timeout)
+        channel = connect(args.edge, cfg.wire.max_message_mb, args.connect_timeout)
+    except TimeoutError as e:
+        log.error("edge: %s", e)
         return 1
-    edge = pb_grpc.TokenLinkStub(channel)
+    relay = Relay(cfg, pb_grpc.TokenLinkStub(channel))
     info = pb.NodeInfo(node="relay", role="relay", pid=os.getpid(), host=socket.gethostname(),
                        config_digest=config_digest(cfg))
     try:
-        edge.Hello(pb.HelloRequest(info=info, protocol=PROTOCOL), timeout=30)
-    except grpc.RpcError as e:
-        log.error("the edge refused the relay: %s", e.details())
+        relay.hello(info)
+    except RuntimeError as e:
+        log.error("%s", e)
+        relay.close()
         return 1
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8 + 4 * len(cfg.link_names())), options=opts)
-    pb_grpc.add_TokenLinkServicer_to_server(RelayServicer(cfg, edge), server)
-    health_servicer = health.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    port = server.add_insecure_port(args.listen)
-    server.start()
-    health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-    if args.port_file:
-        write_port_file(args.port_file, port)
-    log.info("relay listening on port %d, edge at %s", port, args.edge)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    health_stub = health_pb2_grpc.HealthStub(channel)
+    server = start_server(lambda s: pb_grpc.add_TokenLinkServicer_to_server(relay, s), args.listen,
+                          cfg.wire.max_message_mb, workers=8 + 2 * len(relay.devices), port_file=args.port_file)
+    log.info("relay listening on port %d, edge at %s%s", server.port, args.edge,
+             "; emulating the network" if relay.release else "")
     misses = 0
-    while not stop.wait(2.0):  # serve until signalled or until the edge has gone away
-        try:
-            health_stub.Check(health_pb2.HealthCheckRequest(), timeout=2.0)
-            misses = 0
-        except grpc.RpcError:
-            misses += 1
-            if misses >= 3:
-                log.info("the edge is gone; relay stopping")
-                break
-    server.stop(grace=2.0).wait()
+    try:
+        while misses < Timeouts.EDGE_GONE_CHECKS:  # serve until signalled or until the edge has gone away
+            time.sleep(Timeouts.HEALTH_EVERY_S)
+            misses = 0 if peer_alive(channel) else misses + 1
+        log.info("the edge is gone; relay stopping")
+    except KeyboardInterrupt:
+        log.info("relay stopping")
+    finally:
+        server.stop()
+        relay.close()
     return 0

@@ -9,12 +9,14 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from protos.precision import PRECISIONS
+
 MODALITIES = ("audio", "video", "text")
 SELECTIONS = ("window_mean", "window_max", "stride")
 FADINGS = ("awgn", "rayleigh", "rician")
 CSI_MODES = ("perfect", "estimated", "none")
 EQUALIZERS = ("none", "zf", "mmse")
-PRECISIONS = ("float32", "float16", "bfloat16")
+MEDIA = ("dedicated", "tdma", "fdma")
 
 
 class ConfigError(ValueError):
@@ -193,6 +195,72 @@ class ChannelConfig:
 
 
 @dataclass(frozen=True)
+class NetLinkConfig:
+    """One link's network parameters, emulated at the relay (see channel/network.py)."""
+
+    symbol_rate: float = 0.0  # complex channel uses per second on the device's uplink; 0: unlimited
+    bit_rate: float = 0.0  # bits per second for digital payloads (labels, downlink tasks); 0: unlimited
+    delay_ms: float = 0.0  # propagation delay, each direction
+    jitter_ms: float = 0.0  # extra delay drawn uniformly from [0, jitter_ms]
+    loss: float = 0.0  # probability that one transmission of a message is lost
+    retransmit_ms: float = 0.0  # timeout before a lost transmission is sent again
+    max_attempts: int = 16  # transmissions at most; the last one always gets through
+
+    def __post_init__(self) -> None:
+        for key in ("symbol_rate", "bit_rate", "delay_ms", "jitter_ms", "retransmit_ms"):
+            require(getattr(self, key) >= 0, f"network.{key}", "must be >= 0")
+        require(0 <= self.loss < 1, "network.loss", "must be in [0, 1)")
+        require(self.max_attempts >= 1, "network.max_attempts", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """Default link network parameters plus per-link overrides keyed 'user0/audio', and how
+    the device uplinks share the band: `dedicated` (each its own symbol_rate), `tdma` (one
+    transmission at a time, each at the full rate) or `fdma` (the rate split evenly)."""
+
+    symbol_rate: float = 0.0
+    bit_rate: float = 0.0
+    delay_ms: float = 0.0
+    jitter_ms: float = 0.0
+    loss: float = 0.0
+    retransmit_ms: float = 0.0
+    max_attempts: int = 16
+    medium: str = "dedicated"
+    links: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        require(self.medium in MEDIA, "network.medium", f"must be one of {MEDIA}")
+        NetLinkConfig(**self._defaults())
+        names = {f.name for f in dataclasses.fields(NetLinkConfig)}
+        for link, over in self.links.items():
+            require(isinstance(link, str) and link.startswith("user") and link.partition("/")[2] in MODALITIES
+                    and link[4:].partition("/")[0].isdigit(), f"network.links.{link}",
+                    "links are named like 'user0/audio'")
+            require(isinstance(over, dict), f"network.links.{link}", "must be a mapping")
+            for k in over:
+                require(k in names, f"network.links.{link}.{k}", f"unknown key; known: {sorted(names)}")
+            try:
+                NetLinkConfig(**{**self._defaults(), **over})
+            except ConfigError as e:
+                raise ConfigError(str(e).replace("'network.", f"'network.links.{link}.", 1)) from None
+
+    def _defaults(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(NetLinkConfig)}
+
+    def link(self, name: str) -> NetLinkConfig:
+        """The parameters of link `name` ('user0/audio'): defaults plus overrides."""
+        return NetLinkConfig(**{**self._defaults(), **self.links.get(name, {})})
+
+    @property
+    def emulated(self) -> bool:
+        """Whether any link costs time (otherwise the relay forwards every message at once)."""
+        links = [self.link(""), *(self.link(n) for n in self.links)]
+        return any(n.symbol_rate or n.bit_rate or n.delay_ms or n.jitter_ms or (n.loss and n.retransmit_ms)
+                   for n in links)
+
+
+@dataclass(frozen=True)
 class StageConfig:
     steps: int = 100
     batch: int = 8
@@ -252,6 +320,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     wire: WireConfig = field(default_factory=WireConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
 
     def __post_init__(self) -> None:
         require(self.users >= 1, "users", "must be >= 1")

@@ -1,10 +1,11 @@
 """The device process: `tokcom device`.
 
-A client only: it dials the relay (which works across NAT), registers, then
-long-polls for tasks and carries them out with the same `DeviceNode` methods the
-in-process reference calls. It meters its own links: the uplink of its symbols
-(and, for the text node, the label payload on its own line) and the downlink of
-its tasks.
+A client only: it dials the relay (which works across NAT), opens one `Link` stream, says
+Hello, and carries out the tasks that come down the stream, in order, with the same
+`DeviceNode` methods the in-process reference calls. TRANSMIT is answered with Tokens,
+SAVE and LOAD with Done, UPDATE with nothing (the next TRANSMIT comes after it by the
+stream's order), STOP with the device's link report. The device meters the link it
+receives on: its downlink.
 """
 from __future__ import annotations
 
@@ -19,8 +20,8 @@ import grpc
 import torch
 
 from configs.args import add_config_arguments
-from configs.schema import MODALITIES
 from configs.loader import config_digest, load_config
+from configs.schema import MODALITIES
 from device_node.build import build_device
 from device_node.step import DeviceNode
 from foundation.assets import cache_dir
@@ -31,11 +32,9 @@ from protos import codec
 from protos import tokcom_pb2 as pb
 from protos import tokcom_pb2_grpc as pb_grpc
 from protos.meter import LinkMeter
-from protos.rpc import channel_options
+from protos.rpc import PROTOCOL, Outbox, Timeouts, connect, fast_thread_switch, stop_on_signals
 
 log = logging.getLogger(__name__)
-PROTOCOL = "tokcom.v1"
-POLL_S = 60.0
 
 
 class DeviceClient:
@@ -43,55 +42,66 @@ class DeviceClient:
         self.node, self.stub, self.precision, self.state_dir = node, stub, precision, state_dir
         self.meter = LinkMeter()
         self.name = node.node
+        self.run_id = ""
 
-    def hello(self, info: pb.NodeInfo) -> str:
-        return self.stub.Hello(pb.HelloRequest(info=info, protocol=PROTOCOL), timeout=60).run_id
+    def serve(self, info: pb.NodeInfo) -> None:
+        """Say Hello, then carry out tasks until STOP (and the relay has closed the stream, so the
+        report is through)."""
+        outbox = Outbox()
+        outbox.put(pb.Up(hello=pb.Hello(info=info, protocol=PROTOCOL)))
+        stopped = False
+        try:
+            for down in self.stub.Link(iter(outbox)):
+                kind = down.WhichOneof("msg")
+                if kind == "welcome":
+                    self.run_id = down.welcome.run_id
+                    log.info("registered with run %s", self.run_id)
+                elif kind == "tasks" and not stopped:
+                    for task in down.tasks.tasks:
+                        if self._task(task, outbox):
+                            stopped = True
+                            outbox.close()
+                            break
+        finally:
+            outbox.close()
+        if not stopped:
+            raise ConnectionError("the relay ended the stream before STOP")
 
-    def _transmit(self, task: pb.Task) -> float:
+    def _task(self, task: pb.Task, outbox: Outbox) -> bool:
+        """Carry out one task; True after STOP."""
+        t_rx, hop = time.time_ns(), task.hop
+        self.meter.record(f"relay->{self.name}", "downlink", payload_bytes=codec.payload_bytes(task.grad),
+                          wire_bytes=task.ByteSize(), latency_ms=max(0.0, (t_rx - hop.sent_ns) / 1e6),
+                          airtime_s=hop.airtime_s, queueing_s=hop.queueing_s, propagation_s=hop.propagation_s)
+        if task.kind == pb.Task.TRANSMIT:
+            outbox.put(self._transmit(task))
+        elif task.kind == pb.Task.UPDATE:
+            self.node.update(task.phase, task.step, codec.decode_symbols(task.grad, name="grad"))
+        elif task.kind in (pb.Task.SAVE, pb.Task.LOAD):
+            where = (Path(task.path) if task.path else self.state_dir) / f"{self.name.replace('/', '_')}.pt"
+            if task.kind == pb.Task.SAVE:
+                self.node.save(where)
+            else:
+                self.node.load(where)
+            outbox.put(pb.Up(done=pb.Done(node=self.name, seq=task.seq)))
+        elif task.kind == pb.Task.STOP:
+            outbox.put(pb.Up(report=codec.encode_report(self.name, self.meter.export())))
+            return True
+        else:
+            log.warning("ignoring a task of unknown kind %d", task.kind)
+        return False
+
+    def _transmit(self, task: pb.Task) -> pb.Up:
         tx = self.node.transmit(task.phase, task.step, list(task.sample_ids))
-        msg = pb.Tokens(node=self.name, phase=task.phase, step=task.step, s=tx.s, d=tx.d,
-                        compute_ms=tx.compute_ms, symbols=codec.encode_symbols(tx.symbols, self.precision))
+        up = pb.Up()
+        msg = up.tokens  # built in place: nesting a finished message would copy the symbols again
+        msg.node, msg.phase, msg.step, msg.s, msg.d, msg.compute_ms = \
+            self.name, task.phase, task.step, tx.s, tx.d, tx.compute_ms
+        codec.encode_symbols(tx.symbols, self.precision, into=msg.symbols)
         if tx.labels:
             msg.labels.CopyFrom(codec.encode_labels(tx.labels))
-        t0 = time.perf_counter()
-        ack = self.stub.SendTokens(msg, timeout=POLL_S)
-        latency = max(0.0, (time.perf_counter() - t0) * 1e3 - ack.server_ms)
-        labels_wire = msg.labels.ByteSize() if tx.labels else 0
-        self.meter.record(f"{self.name}->relay", "uplink", payload_bytes=codec.payload_bytes(msg.symbols),
-                          wire_bytes=msg.ByteSize() - labels_wire, channel_uses=tx.symbols.numel(),
-                          samples=tx.symbols.shape[0], latency_ms=latency)
-        if tx.labels:
-            self.meter.record(f"{self.name}->relay (labels)", "uplink", payload_bytes=codec.labels_bytes(msg.labels),
-                              wire_bytes=labels_wire, samples=tx.symbols.shape[0])
-        return tx.compute_ms
-
-    def serve(self) -> None:
-        """Carry out tasks until STOP."""
-        last_ms = 0.0
-        while True:
-            t0 = time.perf_counter()
-            task = self.stub.NextTask(pb.TaskRequest(node=self.name, last_compute_ms=last_ms), timeout=POLL_S)
-            if task.kind == pb.Task.IDLE:
-                continue
-            self.meter.record(f"relay->{self.name}", "downlink", payload_bytes=codec.payload_bytes(task.grad),
-                              wire_bytes=task.ByteSize(),
-                              latency_ms=max(0.0, (time.perf_counter() - t0) * 1e3 - task.server_ms))
-            t1 = time.perf_counter()
-            if task.kind == pb.Task.TRANSMIT:
-                self._transmit(task)
-            elif task.kind == pb.Task.UPDATE:
-                grad = codec.decode_symbols(task.grad, name="grad") if task.HasField("grad") else None
-                self.node.update(task.phase, task.step, grad)
-            elif task.kind in (pb.Task.SAVE, pb.Task.LOAD):
-                where = (Path(task.path) if task.path else self.state_dir) / f"{self.name.replace('/', '_')}.pt"
-                if task.kind == pb.Task.SAVE:
-                    self.node.save(where)
-                else:
-                    self.node.load(where)
-            elif task.kind == pb.Task.STOP:
-                self.stub.SendReport(codec.encode_report(self.name, self.meter.export()), timeout=60)
-                return
-            last_ms = (time.perf_counter() - t1) * 1e3
+        msg.hop.sent_ns = time.time_ns()
+        return up
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -106,6 +116,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     setup_logging("device", f"user{args.user}/{args.modality}")
+    stop_on_signals()
+    fast_thread_switch()
     cfg = load_config(args.config, args.overrides)
     torch.set_num_threads(args.threads)  # several devices share a machine with the edge
     if not 0 <= args.user < cfg.users:
@@ -114,11 +126,10 @@ def run(args: argparse.Namespace) -> int:
     cache = cache_dir(cfg)
     dataset = open_dataset(cfg.data, cache)
     node = build_device(cfg, args.user, args.modality, dataset, cache)
-    channel = grpc.insecure_channel(args.relay, options=channel_options(cfg.wire.max_message_mb))
     try:
-        grpc.channel_ready_future(channel).result(timeout=args.connect_timeout)
-    except grpc.FutureTimeoutError:
-        log.error("relay %s not reachable within %.0f s", args.relay, args.connect_timeout)
+        channel = connect(args.relay, cfg.wire.max_message_mb, args.connect_timeout)
+    except TimeoutError as e:
+        log.error("relay: %s", e)
         return 1
     model_digest = embedding_fingerprint(node.embed) if args.modality == "text" else ""
     info = pb.NodeInfo(node=node.node, user=args.user, modality=args.modality, role="device", pid=os.getpid(),
@@ -126,11 +137,17 @@ def run(args: argparse.Namespace) -> int:
                        model_digest=model_digest)
     client = DeviceClient(node, pb_grpc.TokenLinkStub(channel), cfg.wire.precision, Path(args.state_dir))
     try:
-        client.hello(info)
-        log.info("registered with the relay at %s", args.relay)
-        client.serve()
+        client.serve(info)
     except grpc.RpcError as e:
         log.error("%s: %s", e.code().name, e.details())
         return 1
+    except ConnectionError as e:
+        log.error("%s", e)
+        return 1
+    except KeyboardInterrupt:
+        log.info("interrupted")
+        return 130
+    finally:
+        channel.close()
     log.info("stopped by the edge")
     return 0

@@ -33,6 +33,32 @@ class Exchange:
     labels: dict
     device_ms: float = 0.0  # slowest device's compute
     uplink_ms: float = 0.0  # the rest of the round's uplink wall time
+    airtime_ms: float = 0.0  # modelled airtime of the slowest device uplink (0: unlimited rates)
+
+
+TIMELINE = ("device_ms", "uplink_ms", "uplink_airtime_ms", "edge_ms", "downlink_ms")
+
+
+@dataclass
+class Timeline:
+    """Per training round: where its wall time went (summary.json `timeline`, one list per
+    column). `uplink_ms` is the wait for the tokens beyond the slowest device's compute
+    (transport, the emulated link, and the devices' update from the previous round, which
+    runs there because a device applies its gradient before its next transmission);
+    `downlink_ms` is the edge's time to hand the gradients to the transport."""
+
+    stage: list[str] = field(default_factory=list)
+    step: list[int] = field(default_factory=list)
+    cols: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in TIMELINE})
+
+    def add(self, stage: str, step: int, **ms: float) -> None:
+        self.stage.append(stage)
+        self.step.append(step)
+        for k in TIMELINE:
+            self.cols[k].append(round(ms[k], 3))
+
+    def to_dict(self) -> dict:
+        return {"stage": self.stage, "step": self.step, **self.cols}
 
 
 class Transport(Protocol):
@@ -82,6 +108,7 @@ class Driver:
         self.cfg, self.edge, self.transport, self.manifest = cfg, edge, transport, manifest
         self.run_dir, self.progress = run_dir, progress
         self.timer = _Timer()
+        self.timeline = Timeline()
         self.losses: dict[str, dict[str, float]] = {}
 
     def _train(self, phase: str, bar: tqdm) -> None:
@@ -98,6 +125,8 @@ class Driver:
             down_ms = (time.perf_counter() - t1) * 1e3
             self.timer.add(device_compute=ex.device_ms, uplink=ex.uplink_ms, edge_compute=out.compute_ms,
                            downlink=down_ms, total=(time.perf_counter() - t0) * 1e3)
+            self.timeline.add(phase, step, device_ms=ex.device_ms, uplink_ms=ex.uplink_ms,
+                              uplink_airtime_ms=ex.airtime_ms, edge_ms=out.compute_ms, downlink_ms=down_ms)
             rec = self.losses.setdefault(phase, {"first": out.loss})
             rec["last"] = out.loss
             if step % st.log_every == 0 or step == st.steps - 1:
@@ -159,7 +188,8 @@ class Driver:
         summary = {"accuracy": accuracy, "steps": steps, "wall_s": wall,
                    "samples_per_s": samples / wall if wall > 0 else 0.0,
                    "step_time_breakdown_ms": self.timer.mean(),
-                   "loss": self.losses, "processes": self.transport.processes(), "baselines": self.baselines()}
+                   "loss": self.losses, "processes": self.transport.processes(), "baselines": self.baselines(),
+                   "timeline": self.timeline.to_dict()}
         self.run_dir.write_links(self.transport.links())
         self.run_dir.write_summary(summary)
         return summary

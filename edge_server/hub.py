@@ -1,29 +1,32 @@
-"""The edge's rendezvous between the gRPC handler threads and the round driver.
+"""The edge's rendezvous between the relay's stream and the round driver.
 
-No protobuf here: handlers decode messages with `protos.codec` and call these
-methods with tensors; the driver uses the hub as its `Transport`.
+No protobuf here: the servicer decodes messages with `protos.codec` and calls these
+methods with tensors; the hub sends tasks through the `send` function the servicer
+attaches when the relay's stream opens. The driver uses the hub as its `Transport`.
 
-Per node, tasks wait in a queue that the node long-polls (`next_task`). A node's
-next poll also tells the hub that the task it was given before has been carried
-out, which is how `send_grads` knows every device has applied its update before
-the next round starts (split learning is sequential).
+Tasks go down the relay's stream in order, and each device carries them out in the
+order they arrive, so nothing waits for an UPDATE to be acknowledged: the device's
+next tokens come after its update by construction. Only the nodes that train get an
+UPDATE. SAVE and LOAD are acknowledged (`done`), since the edge must know the state is
+on disk; TRANSMIT is answered by the tokens. Tasks are queued and sent as one batch when
+the driver next waits (a round's UPDATEs leave with the next round's TRANSMITs).
 """
 from __future__ import annotations
 
 import logging
 import os
-import queue
 import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 
 from configs.schema import MODALITIES, Config
 from edge_server.driver import Exchange
-from edge_server.step import Received
+from edge_server.step import TRAINED_DEVICES, Received
 from protos.meter import LinkMeter
 
 log = logging.getLogger(__name__)
@@ -47,37 +50,57 @@ class DeviceTimeout(RuntimeError):
 
 @dataclass
 class TaskSpec:
-    kind: str  # IDLE | TRANSMIT | UPDATE | SAVE | STOP
+    kind: str  # TRANSMIT | UPDATE | SAVE | LOAD | STOP
     phase: str = ""
     step: int = 0
     sample_ids: list[str] = field(default_factory=list)
     grad: torch.Tensor | None = None  # (b, c) complex64
     path: str = ""
+    seq: int = 0  # set by the hub: the node's task number
 
 
 @dataclass
 class _Node:
     info: dict
-    tasks: "queue.Queue[TaskSpec]" = field(default_factory=queue.Queue)
-    given: int = 0  # tasks handed out
-    done: int = 0  # tasks known to be finished (the node polled again)
-    outstanding: bool = False
+    seq: int = 0  # tasks sent
+    done: int = 0  # highest acknowledged SAVE/LOAD
+    gone: str = ""  # why its stream closed, if it did
     expect: tuple[str, int, int] | None = None  # (phase, step, batch) of the pending TRANSMIT
 
 
+@dataclass
+class _Tokens:
+    received: Received
+    labels: dict
+    compute_ms: float
+    airtime_s: float
+
+
 class EdgeHub:
-    def __init__(self, cfg: Config, digests: dict[str, str], widths: dict[str, int], poll_s: float = 5.0,
-                 on_register=None):
-        self.cfg, self.digests, self.widths, self.poll_s = cfg, digests, widths, poll_s
+    def __init__(self, cfg: Config, digests: dict[str, str], widths: dict[str, int], on_register=None):
+        self.cfg, self.digests, self.widths = cfg, digests, widths
         self.expected = ["relay"] + cfg.link_names()
         self.run_id = uuid.uuid4().hex[:12]
         self.on_register = on_register or (lambda name: None)
         self.nodes: dict[str, _Node] = {}
         self.cond = threading.Condition()
-        self.tokens: dict[tuple[str, str, int], tuple[Received, dict, float]] = {}
+        self.tokens: dict[tuple[str, str, int], _Tokens] = {}
         self.reports: dict[str, list[dict]] = {}
-        self.meter = LinkMeter()
+        self.meter = LinkMeter()  # the links whose receiver is the edge (relay->edge)
         self.me = {"role": "edge", "pid": os.getpid(), "host": socket.gethostname()}
+        self._send: Callable[[list[tuple[str, TaskSpec]]], None] | None = None
+        self._pending: list[tuple[str, TaskSpec]] = []  # queued for the next batch
+
+    # ------------------------------------------------------------ the relay's stream
+    def attach(self, send: Callable[[list[tuple[str, TaskSpec]]], None]) -> None:
+        """The relay's stream is open: batches of tasks go through `send([(node, task), ...])`."""
+        with self.cond:
+            self._send = send
+
+    def detach(self, send) -> None:
+        with self.cond:
+            if self._send is send:
+                self._send = None
 
     # ------------------------------------------------------------ handlers
     def hello(self, info: dict) -> str:
@@ -89,6 +112,9 @@ class EdgeHub:
             if info["modality"] != modality or info["user"] != int(name.split("/")[0][4:]):
                 raise HubError("INVALID_ARGUMENT", f"node '{name}' registered as user {info['user']} "
                                                    f"modality '{info['modality']}'; they must match its name")
+        elif name != "relay" or info["role"] != "relay":
+            raise HubError("INVALID_ARGUMENT", f"node '{name}' with role '{info['role']}': only the relay "
+                                               f"speaks for itself on this link")
         for key, want in self.digests.items():
             got = info.get(key, "")
             if key == "model_digest" and info["modality"] != "text":
@@ -103,9 +129,9 @@ class EdgeHub:
             old = self.nodes.get(name)
             if old is None:
                 self.nodes[name] = _Node(info)
-            else:  # a restarted node takes over its name's queue and any round waiting for it
+            else:  # a restarted node takes over its name and any round waiting for it
                 log.warning("node %s registered again (pid %s -> %s)", name, old.info["pid"], info["pid"])
-                old.info = info
+                old.info, old.gone = info, ""
             self.cond.notify_all()
         log.info("registered %s (pid %s on %s)", name, info["pid"], info["host"])
         self.on_register(name)
@@ -114,24 +140,8 @@ class EdgeHub:
     def _node(self, name: str) -> _Node:
         node = self.nodes.get(name)
         if node is None:
-            raise HubError("INVALID_ARGUMENT", f"unknown node '{name}': it has not registered with Hello")
+            raise HubError("FAILED_PRECONDITION", f"unknown node '{name}': it has not registered with Hello")
         return node
-
-    def next_task(self, name: str) -> TaskSpec:
-        node = self._node(name)
-        with self.cond:
-            if node.outstanding:
-                node.done += 1
-                node.outstanding = False
-                self.cond.notify_all()
-        try:
-            task = node.tasks.get(timeout=self.poll_s)
-        except queue.Empty:
-            return TaskSpec("IDLE")
-        with self.cond:
-            node.given += 1
-            node.outstanding = True
-        return task
 
     def expect(self, name: str) -> tuple[str, int, int, int]:
         """(phase, step, b, c) of the round `name` must answer, or HubError."""
@@ -146,7 +156,7 @@ class EdgeHub:
         return phase, step, b, s * self.widths[modality] // 2
 
     def submit_tokens(self, name: str, phase: str, step: int, received: Received, labels: dict,
-                      compute_ms: float) -> None:
+                      compute_ms: float, airtime_s: float = 0.0) -> None:
         node = self._node(name)
         want = self.expect(name)
         if (phase, step) != want[:2]:
@@ -156,8 +166,22 @@ class EdgeHub:
             raise HubError("INVALID_ARGUMENT", f"node '{name}' sent no labels; the text node carries them")
         with self.cond:
             node.expect = None
-            self.tokens[(name, phase, step)] = (received, labels, compute_ms)
+            self.tokens[(name, phase, step)] = _Tokens(received, labels, compute_ms, airtime_s)
             self.cond.notify_all()
+
+    def done(self, name: str, seq: int) -> None:
+        node = self._node(name)
+        with self.cond:
+            node.done = max(node.done, seq)
+            self.cond.notify_all()
+
+    def gone(self, name: str, why: str) -> None:
+        """The relay lost `name`'s stream (a restarted device may still take over)."""
+        node = self._node(name)
+        with self.cond:
+            node.gone = why or "its stream closed"
+            self.cond.notify_all()
+        log.warning("the relay lost %s: %s", name, node.gone)
 
     def submit_report(self, name: str, raw: list[dict]) -> None:
         self._node(name)
@@ -173,10 +197,30 @@ class EdgeHub:
             missing = [n for n in self.expected if n not in self.nodes]
             raise DeviceTimeout(missing, f"registration, {timeout:.0f} s")
 
+    def _describe(self, names: list[str]) -> list[str]:
+        return [f"{n} ({self.nodes[n].gone})" if n in self.nodes and self.nodes[n].gone else n for n in names]
+
     def _wait(self, pred, nodes_left, what: str) -> None:
         with self.cond:
             if not self.cond.wait_for(pred, self.cfg.wire.step_timeout_s):
-                raise DeviceTimeout(nodes_left(), what)
+                raise DeviceTimeout(self._describe(nodes_left()), what)
+
+    def _queue(self, name: str, task: TaskSpec) -> int:
+        with self.cond:
+            node = self._node(name)
+            node.seq += 1
+            task.seq = node.seq
+            self._pending.append((name, task))
+        return task.seq
+
+    def _flush(self) -> None:
+        with self.cond:
+            batch, self._pending, send = self._pending, [], self._send
+        if not batch:
+            return
+        if send is None:
+            raise DeviceTimeout(sorted({n for n, _ in batch}), "the relay's stream is closed")
+        send(batch)
 
     def exchange(self, user: int, phase: str, step: int, ids: list[str]) -> Exchange:
         names = [f"user{user}/{m}" for m in MODALITIES]
@@ -185,38 +229,43 @@ class EdgeHub:
             for n in names:
                 self.nodes[n].expect = (phase, step, len(ids))
         for n in names:
-            self.nodes[n].tasks.put(TaskSpec("TRANSMIT", phase, step, list(ids)))
+            self._queue(n, TaskSpec("TRANSMIT", phase, step, list(ids)))
+        self._flush()
         keys = [(n, phase, step) for n in names]
         self._wait(lambda: all(k in self.tokens for k in keys),
                    lambda: [k[0] for k in keys if k not in self.tokens], f"{phase} step {step} tokens")
         with self.cond:
             got = {k[0].split("/")[-1]: self.tokens.pop(k) for k in keys}
-        device_ms = max(v[2] for v in got.values())
-        return Exchange({m: v[0] for m, v in got.items()}, got["text"][1], device_ms,
-                        max(0.0, (time.perf_counter() - t0) * 1e3 - device_ms))
+        device_ms = max(v.compute_ms for v in got.values())
+        return Exchange({m: v.received for m, v in got.items()}, got["text"].labels, device_ms,
+                        max(0.0, (time.perf_counter() - t0) * 1e3 - device_ms),
+                        max(v.airtime_s for v in got.values()) * 1e3)
 
-    def _deliver_and_wait(self, tasks: dict[str, TaskSpec], what: str) -> None:
-        with self.cond:
-            targets = {n: self.nodes[n].given + self.nodes[n].tasks.qsize() + 1 for n in tasks}
-        for n, t in tasks.items():
-            self.nodes[n].tasks.put(t)
+    def send_grads(self, user: int, phase: str, step: int, grads: dict[str, torch.Tensor]) -> None:
+        """UPDATE to each device that trains, queued for the next batch; never waited for."""
+        for m in TRAINED_DEVICES:
+            if grads.get(m) is not None:
+                self._queue(f"user{user}/{m}", TaskSpec("UPDATE", phase, step, grad=grads[m]))
+
+    def _deliver_and_wait(self, kind: str, path: str, what: str) -> None:
+        devices = [n for n in self.expected if n != "relay"]
+        targets = {n: self._queue(n, TaskSpec(kind, path=path)) for n in devices}
+        self._flush()
         self._wait(lambda: all(self.nodes[n].done >= k for n, k in targets.items()),
                    lambda: [n for n, k in targets.items() if self.nodes[n].done < k], what)
 
-    def send_grads(self, user: int, phase: str, step: int, grads: dict[str, torch.Tensor]) -> None:
-        self._deliver_and_wait({f"user{user}/{m}": TaskSpec("UPDATE", phase, step, grad=grads.get(m))
-                                for m in MODALITIES}, f"{phase} step {step} update")
-
     def save_devices(self, ckpt_dir: str) -> None:
-        devices = [n for n in self.expected if n != "relay"]
-        self._deliver_and_wait({n: TaskSpec("SAVE", path=ckpt_dir) for n in devices}, "saving state")
+        self._deliver_and_wait("SAVE", ckpt_dir, "saving state")
+
+    def load_devices(self, ckpt_dir: str) -> None:
+        self._deliver_and_wait("LOAD", ckpt_dir, "loading state")
 
     def finish(self) -> None:
         """STOP every device; wait for the devices' and the relay's link reports."""
-        devices = [n for n in self.expected if n != "relay"]
-        for n in devices:
-            if n in self.nodes:
-                self.nodes[n].tasks.put(TaskSpec("STOP"))
+        for n in self.expected:
+            if n != "relay" and n in self.nodes:
+                self._queue(n, TaskSpec("STOP"))
+        self._flush()
         with self.cond:
             done = self.cond.wait_for(lambda: all(n in self.reports for n in self.expected),
                                       self.cfg.wire.step_timeout_s)
@@ -224,20 +273,20 @@ class EdgeHub:
             log.warning("no link report from %s", [n for n in self.expected if n not in self.reports])
 
     def stop_quietly(self, ckpt_dir: str | None) -> None:
-        """After a failure: ask the live devices to save (if asked) and stop, without waiting long."""
-        for name, node in self.nodes.items():
+        """After a failure: ask the live devices to save (if asked) and stop, without waiting."""
+        for name in list(self.nodes):
             if name != "relay":
                 if ckpt_dir:
-                    node.tasks.put(TaskSpec("SAVE", path=ckpt_dir))
-                node.tasks.put(TaskSpec("STOP"))
-
-    def close(self) -> None:
-        """Release every long-polling handler at once (so the server stops without waiting)."""
-        for node in self.nodes.values():
-            node.tasks.put(TaskSpec("STOP"))
+                    self._queue(name, TaskSpec("SAVE", path=ckpt_dir))
+                self._queue(name, TaskSpec("STOP"))
+        try:
+            self._flush()
+        except DeviceTimeout:
+            pass  # no relay stream: nobody to tell
 
     def links(self) -> list[dict]:
         merged = LinkMeter()
+        merged.merge(self.meter.export())
         for raw in self.reports.values():
             merged.merge(raw)
         return merged.report()

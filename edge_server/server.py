@@ -1,24 +1,30 @@
 """The edge-server process: `tokcom edge`.
 
-The servicer is thin: decode with `protos.codec`, call the hub, encode, and map
-errors to status codes (CodecError and unknown nodes -> INVALID_ARGUMENT, a
-message for a round nobody waits for -> FAILED_PRECONDITION). The round driver
-runs on the main thread with the hub as its transport.
+The servicer is thin: it reads the relay's `Link` stream, decodes with `protos.codec`,
+calls the hub, and writes the hub's tasks down the same stream. Errors map to status
+codes: a malformed message -> INVALID_ARGUMENT, a message for a round nobody waits for
+-> FAILED_PRECONDITION. An error about one device's message goes down as an `Error` for
+that device (the relay ends that device's stream with its code); an error about the
+stream itself (no Hello, a stranger) ends the stream. The round driver runs on the main
+thread with the hub as its transport.
 """
 from __future__ import annotations
 
 import argparse
 import logging
-from concurrent import futures
+import threading
+import time
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2
 
+from channel.fading import num_blocks
+from channel.link import expand_csi
 from configs.args import add_config_arguments
 from configs.schema import Config
 from configs.loader import config_digest, load_config
 from edge_server.driver import Driver
-from edge_server.hub import DeviceTimeout, EdgeHub, HubError
+from edge_server.hub import DeviceTimeout, EdgeHub, HubError, TaskSpec
 from edge_server.rundir import RunDir
 from edge_server.step import EdgeNode, Received, pick_device
 from foundation.assets import prepare_assets
@@ -27,75 +33,125 @@ from foundation.manifest import build_manifest
 from protos import codec
 from protos import tokcom_pb2 as pb
 from protos import tokcom_pb2_grpc as pb_grpc
-from protos.rpc import channel_options, info_to_dict, timed, write_port_file
+from protos.rpc import (PROTOCOL, Outbox, fast_thread_switch, info_to_dict, serve_stream, start_server,
+                        stop_on_signals)
 
 log = logging.getLogger(__name__)
-PROTOCOL = "tokcom.v1"
 
 
-def _abort(context, code: str, message: str):
-    context.abort(getattr(grpc.StatusCode, code), message)
+class _StreamError(Exception):
+    def __init__(self, code: grpc.StatusCode, message: str):
+        super().__init__(message)
+        self.code = code
 
 
 class EdgeServicer(pb_grpc.TokenLinkServicer):
-    def __init__(self, hub: EdgeHub, precision: str):
-        self.hub, self.precision = hub, precision
+    def __init__(self, hub: EdgeHub, cfg: Config):
+        self.hub, self.cfg, self.precision = hub, cfg, cfg.wire.precision
 
-    def Hello(self, request, context):
-        with timed() as t:
-            if request.protocol != PROTOCOL:
-                _abort(context, "FAILED_PRECONDITION", f"protocol '{request.protocol}', this edge speaks {PROTOCOL}")
-            try:
-                run_id = self.hub.hello(info_to_dict(request.info))
-            except HubError as e:
-                _abort(context, e.code, str(e))
-        return pb.HelloReply(run_id=run_id, server_ms=t.ms)
+    def Link(self, request_iterator, context):
+        outbox = Outbox()
+        threading.Thread(target=self._read, args=(request_iterator, outbox), daemon=True,
+                         name="edge-link-reader").start()
+        return serve_stream(outbox, context)
 
-    def NextTask(self, request, context):
-        with timed() as t:
-            try:
-                task = self.hub.next_task(request.node)
-            except HubError as e:
-                _abort(context, e.code, str(e))
-            msg = pb.Task(kind=pb.Task.Kind.Value(task.kind), phase=task.phase, step=task.step,
-                          sample_ids=task.sample_ids, path=task.path)
+    # ------------------------------------------------------------ upstream
+    def _read(self, requests, outbox: Outbox) -> None:
+        send = None  # set once the relay has said Hello on this stream
+        try:
+            for up in requests:
+                kind = up.WhichOneof("msg")
+                node = getattr(up, kind).node if kind in ("tokens", "done", "report", "gone") else up.hello.info.node
+                try:
+                    if kind == "tokens":
+                        self._tokens(up, relay=send is not None)
+                    elif kind == "hello":
+                        send = self._hello(up.hello, outbox, send)
+                    elif send is None:
+                        raise _StreamError(grpc.StatusCode.FAILED_PRECONDITION,
+                                           f"{kind} before Hello: the relay says Hello first on its stream")
+                    elif kind == "done":
+                        self.hub.done(node, up.done.seq)
+                    elif kind == "report":
+                        self.hub.submit_report(*codec.decode_report(up.report))
+                    elif kind == "gone":
+                        self.hub.gone(node, up.gone.why)
+                    else:
+                        raise _StreamError(grpc.StatusCode.INVALID_ARGUMENT, "empty message: set one of Up's fields")
+                except (codec.CodecError, HubError) as e:
+                    code = "INVALID_ARGUMENT" if isinstance(e, codec.CodecError) else e.code
+                    if send is None or not node or node == "relay":
+                        raise _StreamError(getattr(grpc.StatusCode, code), f"{node or '?'}: {e}") from None
+                    log.warning("refused a message of %s: %s", node, e)
+                    outbox.put(pb.Down(error=pb.Error(node=node, code=code, message=f"{node}: {e}")))
+        except _StreamError as e:
+            outbox.abort(e.code, str(e))
+            return
+        except grpc.RpcError:
+            pass  # the relay went away; the driver's deadline notices
+        except Exception as e:  # a bug here must end the stream with a status, not hang it
+            log.exception("the relay's stream failed")
+            outbox.abort(grpc.StatusCode.INTERNAL, f"edge: {type(e).__name__}: {e}")
+            return
+        finally:
+            if send is not None:
+                self.hub.detach(send)
+        outbox.close()
+
+    def _hello(self, hello: pb.Hello, outbox: Outbox, send):
+        if hello.protocol != PROTOCOL:
+            raise HubError("FAILED_PRECONDITION", f"protocol '{hello.protocol}', this edge speaks {PROTOCOL}")
+        info = info_to_dict(hello.info)
+        if send is None and info["role"] != "relay":
+            raise _StreamError(grpc.StatusCode.FAILED_PRECONDITION,
+                               f"'{info['node']}' said Hello straight to the edge; devices reach it through the relay")
+        run_id = self.hub.hello(info)
+        if info["role"] == "relay":
+            if send is not None:
+                raise HubError("FAILED_PRECONDITION", "the relay said Hello twice on one stream")
+
+            def send(batch: list[tuple[str, TaskSpec]]) -> None:
+                outbox.put(self._encode_tasks(batch))
+
+            self.hub.attach(send)
+        outbox.put(pb.Down(welcome=pb.Welcome(node=info["node"], run_id=run_id)))
+        return send
+
+    def _tokens(self, up: pb.Up, relay: bool) -> None:
+        """Decode first (bytes, dtype, finiteness), then check that it fits the round."""
+        t_rx = time.time_ns()
+        msg = up.tokens
+        y = codec.decode_symbols(msg.symbols)  # (b, c)
+        csi = codec.decode_symbols(msg.csi, name="csi") if msg.HasField("csi") else None  # (b, n)
+        labels = codec.decode_labels(msg.labels) if msg.HasField("labels") else {}
+        if not relay:
+            raise _StreamError(grpc.StatusCode.FAILED_PRECONDITION,
+                               "tokens before Hello: the relay says Hello first on its stream")
+        phase, step, b, c = self.hub.expect(msg.node)
+        if msg.s * msg.d != 2 * c or tuple(y.shape) != (b, c):
+            raise codec.CodecError(f"symbols {tuple(y.shape)} with s={msg.s}, d={msg.d}; this round expects ({b}, {c})")
+        link = self.cfg.channel.link(msg.node)
+        if csi is not None and (csi.shape[0] != b or csi.shape[1] != num_blocks(c, link.coherence)):
+            raise codec.CodecError(f"csi {tuple(csi.shape)}, expected ({b}, {num_blocks(c, link.coherence)}): "
+                                   f"one gain per fading block per sample")
+        self.hub.submit_tokens(msg.node, msg.phase, msg.step,
+                               Received(y, int(msg.s), expand_csi(csi, c, link), float(msg.noise_var)), labels,
+                               float(msg.compute_ms), float(msg.uplink_airtime_s))
+        payload = codec.payload_bytes(msg.symbols) + codec.payload_bytes(msg.csi) + codec.labels_bytes(msg.labels)
+        self.hub.meter.record("relay->edge", "uplink", payload_bytes=payload, wire_bytes=up.ByteSize(), samples=b,
+                              latency_ms=max(0.0, (t_rx - msg.hop.sent_ns) / 1e6))
+
+    def _encode_tasks(self, batch: list[tuple[str, TaskSpec]]) -> pb.Down:
+        down = pb.Down()
+        for name, task in batch:
+            msg = down.tasks.tasks.add()  # built in place (see codec.encode_tensor's `into`)
+            msg.node, msg.kind, msg.phase, msg.step = name, pb.Task.Kind.Value(task.kind), task.phase, task.step
+            msg.path, msg.seq = task.path, task.seq
+            msg.sample_ids.extend(task.sample_ids)
             if task.grad is not None:
-                msg.grad.CopyFrom(codec.encode_symbols(task.grad, self.precision, name="grad"))
-        msg.server_ms = t.ms
-        return msg
-
-    def SendTokens(self, request, context):
-        with timed() as t:
-            try:
-                # the message itself first (bytes, dtype, finiteness), then whether it fits the round
-                y = codec.decode_symbols(request.symbols)
-                h_hat = codec.decode_symbols(request.csi, name="csi") if request.HasField("csi") else None
-                labels = codec.decode_labels(request.labels) if request.HasField("labels") else {}
-                phase, step, b, c = self.hub.expect(request.node)
-                if request.s * request.d != 2 * c or tuple(y.shape) != (b, c):
-                    raise codec.CodecError(f"symbols {tuple(y.shape)} with s={request.s}, d={request.d}; this "
-                                           f"round expects ({b}, {c})")
-                if h_hat is not None and h_hat.shape != y.shape:
-                    raise codec.CodecError(f"csi {tuple(h_hat.shape)} does not match symbols {tuple(y.shape)}")
-                self.hub.submit_tokens(request.node, request.phase, request.step,
-                                       Received(y, int(request.s), h_hat, float(request.noise_var)), labels,
-                                       float(request.compute_ms))
-            except codec.CodecError as e:
-                _abort(context, "INVALID_ARGUMENT", f"{request.node or '?'}: {e}")
-            except HubError as e:
-                _abort(context, e.code, str(e))
-        return pb.Ack(server_ms=t.ms)
-
-    def SendReport(self, request, context):
-        with timed() as t:
-            try:
-                node, raw = codec.decode_report(request)
-                self.hub.submit_report(node, raw)
-            except codec.CodecError as e:
-                _abort(context, "INVALID_ARGUMENT", str(e))
-            except HubError as e:
-                _abort(context, e.code, str(e))
-        return pb.Ack(server_ms=t.ms)
+                codec.encode_symbols(task.grad, self.precision, name="grad", into=msg.grad)
+            msg.hop.sent_ns = time.time_ns()
+        return down
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -109,27 +165,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def serve(cfg: Config, args: argparse.Namespace) -> int:
+    stop_on_signals()
+    fast_thread_switch()
     dataset, (lm, tok) = prepare_assets(cfg)
     edge = EdgeNode(cfg, lm, tok, pick_device(cfg.models.device))
     width = lm.config.hidden_size
-    health_servicer = health.HealthServicer()
     digests = {"config_digest": config_digest(cfg), "data_digest": dataset.digest(),
                "model_digest": embedding_fingerprint(lm.get_input_embeddings().weight)}
+    health_servicer = health.HealthServicer()
     hub = EdgeHub(cfg, digests, {"audio": width, "video": width, "text": width},
                   on_register=lambda n: health_servicer.set(f"node:{n}", health_pb2.HealthCheckResponse.SERVING))
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8 + 4 * len(hub.expected)),
-                         options=channel_options(cfg.wire.max_message_mb))
-    pb_grpc.add_TokenLinkServicer_to_server(EdgeServicer(hub, cfg.wire.precision), server)
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    port = server.add_insecure_port(args.listen)
-    if port == 0:
-        log.error("could not bind %s", args.listen)
-        return 1
-    server.start()
-    health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-    if args.port_file:
-        write_port_file(args.port_file, port)
-    log.info("edge listening on port %d (device %s); waiting for %s", port, edge.device, hub.expected)
+    server = start_server(lambda s: pb_grpc.add_TokenLinkServicer_to_server(EdgeServicer(hub, cfg), s),
+                          args.listen, cfg.wire.max_message_mb, workers=16, port_file=args.port_file,
+                          health_servicer=health_servicer)
+    log.info("edge listening on port %d (device %s); waiting for %s", server.port, edge.device, hub.expected)
     run_dir = RunDir(args.out, cfg)
     code = 0
     try:
@@ -147,8 +196,7 @@ def serve(cfg: Config, args: argparse.Namespace) -> int:
         code = 130
     finally:
         run_dir.close()
-        hub.close()
-        server.stop(grace=1.0).wait()
+        server.stop()
     return code
 
 

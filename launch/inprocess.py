@@ -1,9 +1,12 @@
 """The in-process transport: devices, channel and edge in one process.
 
-Tensors move by reference; the channel is applied by the same function the relay
-calls (`channel.link.apply_link`), and gradients go back through the same
-vector-Jacobian. Byte and channel-use counts are reported as the wire would carry
-them at the configured precision; there is no serialisation, so no latency.
+Tensors move by reference through the same channel hop the relay runs
+(`channel.hop.ChannelHop`: the link, the kept gains, the CSI at its real size, the
+vector-Jacobian, the rounding to the wire precision), so the two paths give the same
+numbers. Bytes, channel uses and the modelled airtime, queueing and propagation are
+metered as the relay and the devices meter them (on a virtual clock: nothing sleeps);
+there is no serialisation, so wire bytes equal payload bytes and there is no measured
+latency.
 """
 from __future__ import annotations
 
@@ -14,76 +17,85 @@ from pathlib import Path
 
 import torch
 
-from channel.fading import LinkChannel
-from channel.link import apply_link, receiver_csi
+from channel.hop import ChannelHop
+from channel.link import expand_csi
 from configs.schema import MODALITIES, Config
 from device_node.step import DeviceNode
 from edge_server.driver import Exchange
 from edge_server.step import Received
 from protos.meter import LinkMeter
-
-BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
-TORCH_DTYPE = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+from protos.precision import round_to_wire, symbol_bytes
 
 
-def wire_cast(z: torch.Tensor, precision: str) -> torch.Tensor:
-    """Complex symbols as the wire carries them: real pairs rounded to `precision`."""
-    if precision == "float32":
-        return z
-    pairs = torch.view_as_real(z).to(TORCH_DTYPE[precision]).float()
-    return torch.view_as_complex(pairs.contiguous())
+def _tensor_bytes(labels: dict) -> int:
+    return sum(v.numel() * v.element_size() for v in labels.values() if torch.is_tensor(v))
 
 
 class InProcessTransport:
     def __init__(self, cfg: Config, devices: dict[tuple[int, str], DeviceNode]):
         self.cfg, self.devices = cfg, devices
+        self.precision = cfg.wire.precision
+        self.hop = ChannelHop(cfg)
         self.meter = LinkMeter()
-        self._h: dict[str, torch.Tensor] = {}
-        self.bytes_per = BYTES[cfg.wire.precision]
+        self.clock = 0.0  # virtual seconds: when the network is next free to start a phase
+
+    def _task(self, node: str, kind: str, phase: str = "", step: int = 0, nbytes: int = 0, payload: int = 0) -> float:
+        """Meter one task down to `node`; returns its modelled arrival."""
+        t = self.hop.downlink_cost(node, kind, phase, step, nbytes, self.clock)
+        self.meter.record(f"relay->{node}", "downlink", payload_bytes=payload, wire_bytes=payload,
+                          airtime_s=t.airtime_s, queueing_s=t.queueing_s, propagation_s=t.propagation_s)
+        return t.arrive
 
     def exchange(self, user: int, phase: str, step: int, ids: list[str]) -> Exchange:
-        received, labels, device_ms, chan_ms = {}, {}, 0.0, 0.0
+        received, labels, device_ms, chan_ms, airtime = {}, {}, 0.0, 0.0, 0.0
+        start = self.clock
+        for m in MODALITIES:  # the TRANSMIT tasks, all sent at once
+            start = max(start, self._task(f"user{user}/{m}", "TRANSMIT", phase, step, sum(len(i) for i in ids)))
+        arrive = start
         for m in MODALITIES:
             node = f"user{user}/{m}"
             tx = self.devices[(user, m)].transmit(phase, step, ids)
             device_ms = max(device_ms, tx.compute_ms)
             t0 = time.perf_counter()
-            link = self.cfg.channel.link(node)
-            x = wire_cast(tx.symbols, self.cfg.wire.precision)
-            out = apply_link(link, self.cfg.seed, node, phase, step, x)
-            self._h[m] = out.h
-            csi = receiver_csi(link, out)
-            received[m] = Received(wire_cast(out.y, self.cfg.wire.precision), tx.s,
-                                   None if csi is None else wire_cast(csi, self.cfg.wire.precision),
-                                   out.noise_var)
-            chan_ms += (time.perf_counter() - t0) * 1e3
-            n = tx.symbols.numel()
-            self.meter.record(f"{node}->relay", "uplink", payload_bytes=2 * n * self.bytes_per,
-                              wire_bytes=2 * n * self.bytes_per, channel_uses=n, samples=len(ids))
+            out = self.hop.uplink(node, phase, step, round_to_wire(tx.symbols, self.precision))
+            c = tx.symbols.shape[1]
+            received[m] = Received(out.y, tx.s, expand_csi(out.csi, c, self.cfg.channel.link(node)), out.noise_var)
+            label_bytes = _tensor_bytes(tx.labels)
+            cost, label_air = self.hop.uplink_cost(node, phase, step, out.channel_uses, label_bytes, start)
+            self.meter.record(f"{node}->relay", "uplink", payload_bytes=out.payload_bytes,
+                              wire_bytes=out.payload_bytes, channel_uses=out.channel_uses, samples=len(ids),
+                              airtime_s=cost.airtime_s - label_air, queueing_s=cost.queueing_s,
+                              propagation_s=cost.propagation_s)
             if tx.labels:
                 labels = tx.labels
-                nbytes = sum(v.numel() * v.element_size() for v in tx.labels.values() if torch.is_tensor(v))
-                self.meter.record(f"{node}->relay (labels)", "uplink", payload_bytes=nbytes,
-                                  wire_bytes=nbytes, samples=len(ids))
-        return Exchange(received, labels, device_ms, chan_ms)
+                self.meter.record(f"{node}->relay (labels)", "uplink", payload_bytes=label_bytes,
+                                  wire_bytes=label_bytes, samples=len(ids), airtime_s=label_air)
+            airtime, arrive = max(airtime, cost.airtime_s), max(arrive, cost.arrive)
+            chan_ms += (time.perf_counter() - t0) * 1e3
+        self.clock = arrive
+        return Exchange(received, labels, device_ms, chan_ms, airtime * 1e3)
 
     def send_grads(self, user: int, phase: str, step: int, grads: dict[str, torch.Tensor]) -> None:
+        """UPDATE the devices that train; as on the wire, nothing waits for them (`self.clock` stays)."""
         for m in MODALITIES:
-            node = f"user{user}/{m}"
             g = grads.get(m)
-            if g is not None:
-                g = wire_cast(LinkChannel.vjp(wire_cast(g, self.cfg.wire.precision), self._h[m]),
-                              self.cfg.wire.precision)
+            if g is None:
+                continue
+            node = f"user{user}/{m}"
+            g = self.hop.downlink(node, phase, step, round_to_wire(g, self.precision))  # (b, c)
+            nbytes = symbol_bytes(g.numel(), self.precision)
+            self._task(node, "UPDATE", phase, step, nbytes, nbytes)
             self.devices[(user, m)].update(phase, step, g)
-            nbytes = 0 if g is None else 2 * g.numel() * self.bytes_per
-            self.meter.record(f"relay->{node}", "downlink", payload_bytes=nbytes, wire_bytes=nbytes)
 
     def save_devices(self, ckpt_dir: str) -> None:
         for (u, m), dev in self.devices.items():
+            self._task(f"user{u}/{m}", "SAVE")
             dev.save(Path(ckpt_dir) / f"user{u}_{m}.pt")
 
     def finish(self) -> None:
-        """Nothing to stop in-process."""
+        """Nothing to stop in-process; the STOP tasks are metered as the devices meter them."""
+        for u, m in self.devices:
+            self._task(f"user{u}/{m}", "STOP")
 
     def links(self) -> list[dict]:
         return self.meter.report()

@@ -23,6 +23,8 @@ from typing import TypeVar
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from protos.rpc import MALLOC_ENV
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -206,8 +208,9 @@ class HealthProbe:
 
 
 def child_env(extra_path: Path) -> dict[str, str]:
-    """The launcher's environment with `extra_path` first on PYTHONPATH and unbuffered output."""
-    env = dict(os.environ)
+    """The launcher's environment with `extra_path` first on PYTHONPATH, unbuffered output, and
+    the transport's malloc settings (`protos.rpc.MALLOC_ENV`) unless the caller set its own."""
+    env = {**MALLOC_ENV, **os.environ}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(extra_path), env.get("PYTHONPATH", "")) if p)
     env["PYTHONUNBUFFERED"] = "1"
     return env

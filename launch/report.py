@@ -27,7 +27,7 @@ import numpy as np
 
 from configs.schema import ConfigError
 from foundation.data import QTYPE_GROUPS, QTYPES
-from launch import figures
+from launch import figures, timeline
 from launch.baselines import BASELINE_NOTE, run_baselines
 from launch.grid import AXES
 from launch.runs import RunRecord, find_runs, load_run, uplink_per_sample
@@ -37,7 +37,7 @@ from launch.tables import (LABEL, Section, accuracy, describe, fmt, group, mean_
 log = logging.getLogger(__name__)
 
 SWEEP_FIGURES = ("loss_curves.png", "accuracy_vs_snr.png", "tsne.png", "accuracy_vs_cost.png")
-RUN_FIGURES = ("run_loss.png", "run_accuracy.png", "run_links.png")
+RUN_FIGURES = ("run_loss.png", "run_accuracy.png", "run_links.png", timeline.FIGURE)
 
 
 # ---------------------------------------------------------------- sweep sections
@@ -287,7 +287,7 @@ def run_sections(run: RunRecord, figdir: Path) -> list[Section]:
     timing = Section("Timing", text=table(["quantity", "value"], [
         ["wall time (s)", f"{s['wall_s']:.1f}"], ["samples / s", f"{s['samples_per_s']:.1f}"],
         *[[f"step time: {k} (ms)", f"{v:.2f}"] for k, v in s.get("step_time_breakdown_ms", {}).items()]]))
-    return [loss, acc, links, timing]
+    return [loss, acc, links, timing, Section("Round timeline", **timeline.section(s, figdir))]
 
 
 # ---------------------------------------------------------------- entry

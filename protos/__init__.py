@@ -1,2 +1,3 @@
-"""The wire: the tokcom.v1 protocol, its generated stubs, the codec (the only place
-where protobuf messages and tensors meet) and per-link metering."""
+"""The wire: the tokcom.v2 streaming protocol and its generated stubs, the codec (the only place
+where protobuf messages and tensors meet), the wire precisions, the gRPC shell every role
+shares (`rpc`) and per-link metering."""

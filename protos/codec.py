@@ -2,11 +2,12 @@
 
 Tensors travel as raw little-endian C-order bytes + dtype string + shape (DESIGN.md, "Process
 model and wire"). Complex symbols travel as real pairs: (b, c) complex64 -> (b, c, 2) with
-[..., 0] = Re and [..., 1] = Im, in the configured wire precision (float32, float16 or
-bfloat16); numpy has no bfloat16, so bfloat16 bytes go through an int16 view.
+[..., 0] = Re and [..., 1] = Im, in the configured wire precision (`protos.precision`: float32,
+float16 or bfloat16); numpy has no bfloat16, so bfloat16 bytes are checked through an int16 view.
 
 Every malformed input raises `CodecError` naming the field and what was expected vs. received;
-servers map it to grpc INVALID_ARGUMENT. Decoded tensors are fresh, writable copies.
+servers map it to grpc INVALID_ARGUMENT. Decoded tensors are views over the message's bytes
+(`torch.frombuffer`, no copy on little-endian hosts): read them, never write into them.
 
 Shapes: b batch, c complex symbols, L text tokens, A answer tokens.
 """
@@ -14,6 +15,8 @@ from __future__ import annotations
 
 import math
 import numbers
+import sys
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -21,10 +24,16 @@ import numpy as np
 import torch
 
 from protos import tokcom_pb2 as pb
+from protos.precision import PRECISIONS
+
+# Decoded tensors share the (immutable) bytes of their message; torch warns once that it cannot
+# mark them read-only. The codec's contract says so instead.
+warnings.filterwarnings("ignore", message="The given buffer is not writable", category=UserWarning)
+_LITTLE_HOST = sys.byteorder == "little"
 
 
 class CodecError(ValueError):
-    """A message or tensor that does not fit the tokcom.v1 wire format."""
+    """A message or tensor that does not fit the tokcom.v2 wire format."""
 
 
 @dataclass(frozen=True)
@@ -44,7 +53,10 @@ class _Wire:
 
     def nonfinite(self, raw: np.ndarray) -> int:
         """NaN/Inf count of wire-order values `raw`, by exponent bits: single-threaded numpy, which
-        stays fast on busy machines where torch's threaded isfinite stalls."""
+        stays fast on busy machines where torch's threaded isfinite stalls. float32 first takes
+        numpy's isfinite, ~3x faster, and counts only when something is wrong."""
+        if raw.dtype == np.float32 and bool(np.isfinite(raw).all()):
+            return 0
         bits = raw.view(np.dtype(f"<u{self.itemsize}")) & self.exponent
         return int(np.count_nonzero(bits == self.exponent))
 
@@ -58,11 +70,12 @@ _WIRE = {
     "bool": _Wire(torch.bool, torch.uint8, np.dtype("u1")),
 }
 _NAMES = {w.torch_dtype: name for name, w in _WIRE.items()}
-PRECISIONS = ("float32", "float16", "bfloat16")
+assert set(PRECISIONS) <= set(_WIRE)
 _LABEL_TENSORS = {"text_ids": "int64", "text_mask": "bool", "answer_ids": "int64", "answer_mask": "bool"}
 _LABEL_KEYS = (*_LABEL_TENSORS, "answers", "qtypes")
 _STAT_INTS = ("messages", "payload_bytes", "wire_bytes", "channel_uses", "samples")
-_STAT_KEYS = ("link", "direction", *_STAT_INTS, "latency_ms")
+_STAT_SUMS = ("airtime_s", "queueing_s", "propagation_s", "transport_s")
+_STAT_KEYS = ("link", "direction", *_STAT_INTS, "latency_ms", *_STAT_SUMS)
 
 
 def _wire(dtype: str, name: str) -> _Wire:
@@ -78,11 +91,13 @@ def _shape_str(shape: Sequence[int | None]) -> str:
 # ---------------------------------------------------------------------------- tensors
 
 def encode_tensor(t: torch.Tensor, dtype: str | None = None, *, finite: bool = True,
-                  name: str = "tensor") -> pb.Tensor:
+                  name: str = "tensor", into: pb.Tensor | None = None) -> pb.Tensor:
     """Tensor -> `pb.Tensor` (raw little-endian C-order bytes), cast to `dtype` when given.
 
     Casts stay within a kind: float to float, integer/bool to integer/bool.
     finite: reject NaN/Inf in float tensors (after the cast, so overflow is caught at the sender).
+    into: fill this field of a message being built (`up.tokens.symbols`) instead of a new
+    `pb.Tensor`: nesting a built message copies its bytes again, which costs at megabytes.
     """
     if not isinstance(t, torch.Tensor):
         raise CodecError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
@@ -101,12 +116,16 @@ def encode_tensor(t: torch.Tensor, dtype: str | None = None, *, finite: bool = T
     if finite and w.is_float and (bad := w.nonfinite(raw)):
         raise CodecError(f"{name}: {bad} non-finite values (NaN/Inf) in {dtype} tensor of shape "
                          f"{_shape_str(tuple(t.shape))} ({_nonfinite_cause(src, dtype)}); send finite values")
-    return pb.Tensor(data=raw.tobytes(), dtype=dtype, shape=list(t.shape))
+    msg = pb.Tensor() if into is None else into
+    msg.data, msg.dtype = raw.tobytes(), dtype
+    msg.ClearField("shape")
+    msg.shape.extend(t.shape)
+    return msg
 
 
 def decode_tensor(msg: pb.Tensor, *, dtype: str | None = None, shape: Sequence[int | None] | None = None,
                   finite: bool = True, name: str = "tensor") -> torch.Tensor:
-    """`pb.Tensor` -> a writable tensor (a copy, not a view of the message's bytes).
+    """`pb.Tensor` -> a tensor viewing the message's bytes (read it; do not write into it).
 
     dtype: the expected wire dtype, or None for any known one.
     shape: the expected shape; None entries are wildcards.
@@ -126,12 +145,14 @@ def decode_tensor(msg: pb.Tensor, *, dtype: str | None = None, shape: Sequence[i
         raise CodecError(f"{name}: {len(data)} bytes for shape {_shape_str(dims)} {msg.dtype}, expected {want}")
     if want == 0:
         return torch.empty(dims, dtype=w.torch_dtype)
-    arr = np.frombuffer(data, dtype=w.little)
+    arr = np.frombuffer(data, dtype=w.little)  # a view, for the checks
     if w.torch_dtype == torch.bool and int(arr.max()) > 1:
         raise CodecError(f"{name}: bool tensor holds bytes other than 0 and 1")
     if finite and w.is_float and (bad := w.nonfinite(arr)):
         raise CodecError(f"{name}: {bad} non-finite values (NaN/Inf) in {msg.dtype} tensor of shape "
                          f"{_shape_str(dims)}; the sender must send finite values")
+    if _LITTLE_HOST:
+        return torch.frombuffer(data, dtype=w.torch_dtype).view(dims)  # shares `data`, keeps it alive
     return torch.from_numpy(arr.astype(w.little.newbyteorder("="), copy=True)).view(w.torch_dtype).view(dims)
 
 
@@ -149,23 +170,28 @@ def payload_bytes(msg: pb.Tensor) -> int:
 
 # ---------------------------------------------------------------------------- complex symbols
 
-def encode_symbols(z: torch.Tensor, precision: str = "float32", *, name: str = "symbols") -> pb.Tensor:
-    """(b, c) complex -> `pb.Tensor` of real pairs (b, c, 2) in `precision` (float32|float16|bfloat16)."""
+def encode_symbols(z: torch.Tensor, precision: str = "float32", *, name: str = "symbols",
+                   into: pb.Tensor | None = None) -> pb.Tensor:
+    """(b, c) complex -> `pb.Tensor` of real pairs (b, c, 2) in `precision` (float32|float16|bfloat16);
+    `into` as for `encode_tensor`."""
     if precision not in PRECISIONS:
         raise CodecError(f"{name}: unknown wire precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
     if not isinstance(z, torch.Tensor) or not z.is_complex() or z.dim() != 2:
         got = f"{tuple(z.shape)} {z.dtype}" if isinstance(z, torch.Tensor) else type(z).__name__
         raise CodecError(f"{name}: expected a (b, c) complex tensor, got {got}")
     pairs = torch.view_as_real(z.detach().resolve_conj().to(torch.complex64))  # (b, c, 2)
-    return encode_tensor(pairs, precision, name=name)
+    return encode_tensor(pairs, precision, name=name, into=into)
 
 
 def decode_symbols(msg: pb.Tensor, *, b: int | None = None, c: int | None = None,
                    name: str = "symbols") -> torch.Tensor:
-    """`pb.Tensor` of real pairs (b, c, 2) in any wire precision -> (b, c) complex64."""
+    """`pb.Tensor` of real pairs (b, c, 2) in any wire precision -> (b, c) complex64
+    (a view over the message's bytes for float32, a converted copy for the half types)."""
     if msg.dtype not in PRECISIONS:
         raise CodecError(f"{name}: dtype {msg.dtype!r}, expected one of {', '.join(PRECISIONS)}")
     pairs = decode_tensor(msg, shape=(b, c, 2), name=name).to(torch.float32)  # (b, c, 2)
+    if pairs.numel() == 0:
+        return torch.empty(pairs.shape[:2], dtype=torch.complex64)
     return torch.view_as_complex(pairs)  # (b, c)
 
 
@@ -247,9 +273,11 @@ def encode_report(node: str, raw: list[dict]) -> pb.Report:
         keys = set(entry)
         if keys != set(_STAT_KEYS):
             raise CodecError(f"{where}: keys {sorted(keys)}, expected {sorted(_STAT_KEYS)}")
-        _check_stat(where, entry["link"], entry["direction"], [entry[k] for k in _STAT_INTS], entry["latency_ms"])
+        _check_stat(where, entry["link"], entry["direction"], [entry[k] for k in _STAT_INTS],
+                    [*entry["latency_ms"], *(entry[k] for k in _STAT_SUMS)])
         msg.links.add(link=entry["link"], direction=entry["direction"],
-                      latency_ms=[float(x) for x in entry["latency_ms"]], **{k: int(entry[k]) for k in _STAT_INTS})
+                      latency_ms=[float(x) for x in entry["latency_ms"]], **{k: int(entry[k]) for k in _STAT_INTS},
+                      **{k: float(entry[k]) for k in _STAT_SUMS})
     return msg
 
 
@@ -260,18 +288,19 @@ def decode_report(msg: pb.Report) -> tuple[str, list[dict]]:
     out = []
     for i, s in enumerate(msg.links):
         latency = list(s.latency_ms)
-        _check_stat(f"report.links[{i}]", s.link, s.direction, [getattr(s, k) for k in _STAT_INTS], latency)
+        _check_stat(f"report.links[{i}]", s.link, s.direction, [getattr(s, k) for k in _STAT_INTS],
+                    [*latency, *(getattr(s, k) for k in _STAT_SUMS)])
         out.append({"link": s.link, "direction": s.direction, **{k: int(getattr(s, k)) for k in _STAT_INTS},
-                    "latency_ms": latency})
+                    "latency_ms": latency, **{k: float(getattr(s, k)) for k in _STAT_SUMS}})
     return msg.node, out
 
 
-def _check_stat(where: str, link: str, direction: str, counts: list, latency: Sequence[float]) -> None:
+def _check_stat(where: str, link: str, direction: str, counts: list, times: Sequence[float]) -> None:
     if not isinstance(link, str) or not link:
         raise CodecError(f"{where}.link: {link!r}, expected a non-empty name such as 'user0/audio->relay'")
     if direction not in ("uplink", "downlink"):
         raise CodecError(f"{where}.direction: {direction!r}, expected 'uplink' or 'downlink'")
     if any(isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0 for n in counts):
         raise CodecError(f"{where}: counts {counts}, expected non-negative integers for {', '.join(_STAT_INTS)}")
-    if not all(isinstance(x, numbers.Real) and math.isfinite(x) and x >= 0 for x in latency):
-        raise CodecError(f"{where}.latency_ms: expected finite non-negative milliseconds")
+    if not all(isinstance(x, numbers.Real) and math.isfinite(x) and x >= 0 for x in times):
+        raise CodecError(f"{where}: latency_ms and {', '.join(_STAT_SUMS)} must be finite and non-negative")

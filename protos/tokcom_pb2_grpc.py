@@ -34,50 +34,17 @@ class TokenLinkStub:
         Args:
             channel: A grpc.Channel.
         """
-        self.Hello = channel.unary_unary(
-                '/tokcom.v1.TokenLink/Hello',
-                request_serializer=tokcom__pb2.HelloRequest.SerializeToString,
-                response_deserializer=tokcom__pb2.HelloReply.FromString,
-                _registered_method=True)
-        self.NextTask = channel.unary_unary(
-                '/tokcom.v1.TokenLink/NextTask',
-                request_serializer=tokcom__pb2.TaskRequest.SerializeToString,
-                response_deserializer=tokcom__pb2.Task.FromString,
-                _registered_method=True)
-        self.SendTokens = channel.unary_unary(
-                '/tokcom.v1.TokenLink/SendTokens',
-                request_serializer=tokcom__pb2.Tokens.SerializeToString,
-                response_deserializer=tokcom__pb2.Ack.FromString,
-                _registered_method=True)
-        self.SendReport = channel.unary_unary(
-                '/tokcom.v1.TokenLink/SendReport',
-                request_serializer=tokcom__pb2.Report.SerializeToString,
-                response_deserializer=tokcom__pb2.Ack.FromString,
+        self.Link = channel.stream_stream(
+                '/tokcom.v2.TokenLink/Link',
+                request_serializer=tokcom__pb2.Up.SerializeToString,
+                response_deserializer=tokcom__pb2.Down.FromString,
                 _registered_method=True)
 
 
 class TokenLinkServicer:
     """Missing associated documentation comment in .proto file."""
 
-    def Hello(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def NextTask(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def SendTokens(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def SendReport(self, request, context):
+    def Link(self, request_iterator, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -86,31 +53,16 @@ class TokenLinkServicer:
 
 def add_TokenLinkServicer_to_server(servicer, server):
     rpc_method_handlers = {
-            'Hello': grpc.unary_unary_rpc_method_handler(
-                    servicer.Hello,
-                    request_deserializer=tokcom__pb2.HelloRequest.FromString,
-                    response_serializer=tokcom__pb2.HelloReply.SerializeToString,
-            ),
-            'NextTask': grpc.unary_unary_rpc_method_handler(
-                    servicer.NextTask,
-                    request_deserializer=tokcom__pb2.TaskRequest.FromString,
-                    response_serializer=tokcom__pb2.Task.SerializeToString,
-            ),
-            'SendTokens': grpc.unary_unary_rpc_method_handler(
-                    servicer.SendTokens,
-                    request_deserializer=tokcom__pb2.Tokens.FromString,
-                    response_serializer=tokcom__pb2.Ack.SerializeToString,
-            ),
-            'SendReport': grpc.unary_unary_rpc_method_handler(
-                    servicer.SendReport,
-                    request_deserializer=tokcom__pb2.Report.FromString,
-                    response_serializer=tokcom__pb2.Ack.SerializeToString,
+            'Link': grpc.stream_stream_rpc_method_handler(
+                    servicer.Link,
+                    request_deserializer=tokcom__pb2.Up.FromString,
+                    response_serializer=tokcom__pb2.Down.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
-            'tokcom.v1.TokenLink', rpc_method_handlers)
+            'tokcom.v2.TokenLink', rpc_method_handlers)
     server.add_generic_rpc_handlers((generic_handler,))
-    server.add_registered_method_handlers('tokcom.v1.TokenLink', rpc_method_handlers)
+    server.add_registered_method_handlers('tokcom.v2.TokenLink', rpc_method_handlers)
 
 
  # This class is part of an EXPERIMENTAL API.
@@ -118,7 +70,7 @@ class TokenLink:
     """Missing associated documentation comment in .proto file."""
 
     @staticmethod
-    def Hello(request,
+    def Link(request_iterator,
             target,
             options=(),
             channel_credentials=None,
@@ -128,93 +80,12 @@ class TokenLink:
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
+        return grpc.experimental.stream_stream(
+            request_iterator,
             target,
-            '/tokcom.v1.TokenLink/Hello',
-            tokcom__pb2.HelloRequest.SerializeToString,
-            tokcom__pb2.HelloReply.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def NextTask(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/tokcom.v1.TokenLink/NextTask',
-            tokcom__pb2.TaskRequest.SerializeToString,
-            tokcom__pb2.Task.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def SendTokens(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/tokcom.v1.TokenLink/SendTokens',
-            tokcom__pb2.Tokens.SerializeToString,
-            tokcom__pb2.Ack.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def SendReport(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/tokcom.v1.TokenLink/SendReport',
-            tokcom__pb2.Report.SerializeToString,
-            tokcom__pb2.Ack.FromString,
+            '/tokcom.v2.TokenLink/Link',
+            tokcom__pb2.Up.SerializeToString,
+            tokcom__pb2.Down.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,5 +1,6 @@
 """The roles as real processes on loopback, started by hand (the two-machine recipe):
-equivalence with the in-process reference, byte metering, bad messages, a dead device."""
+equivalence with the in-process reference at every wire precision, byte metering, hostile
+stream messages, a dead device."""
 from __future__ import annotations
 
 import json
@@ -9,13 +10,13 @@ import grpc
 import pytest
 import torch
 
-from configs.loader import config_digest
+from configs.loader import config_digest, load_config
 from launch.reference import run_reference
 from protos import codec
 from protos import tokcom_pb2 as pb
 from protos import tokcom_pb2_grpc as pb_grpc
-from protos.rpc import channel_options
-from tests.cluster_util import ManualCluster
+from protos.rpc import PROTOCOL, Outbox, channel_options
+from tests.cluster_util import REPO, ManualCluster
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 MODALITIES = ("audio", "video", "text")
@@ -33,9 +34,19 @@ def _start_all(cluster: ManualCluster):
         cluster.start_device(0, m)
 
 
-def test_manual_cluster_equals_reference_and_meters_every_link(tmp_path, small_cfg, small_overrides, assets):
-    ref = run_reference(small_cfg, str(tmp_path / "ref"), progress=False)
-    cluster = ManualCluster(tmp_path / "c", small_overrides)
+PRECISION_CASES = {  # each wire precision, with a channel whose CSI takes another path
+    "float32": [],
+    "float16": ["channel.fading=rayleigh", "channel.coherence=1024", "channel.csi=estimated"],
+    "bfloat16": ["channel.fading=rician", "channel.equalizer=zf"],
+}
+
+
+@pytest.mark.parametrize("precision", list(PRECISION_CASES))
+def test_manual_cluster_equals_reference_and_meters_every_link(precision, tmp_path, small_overrides, assets):
+    overrides = small_overrides + [f"wire.precision={precision}", *PRECISION_CASES[precision]]
+    cfg = load_config(REPO / "configs" / "tiny.yaml", overrides)
+    ref = run_reference(cfg, str(tmp_path / "ref"), progress=False)
+    cluster = ManualCluster(tmp_path / "c", overrides)
     try:
         _start_all(cluster)
         assert cluster.wait_edge_exit() == 0, cluster.log("edge")
@@ -48,11 +59,6 @@ def test_manual_cluster_equals_reference_and_meters_every_link(tmp_path, small_c
     run = cluster.run_dir
     summary = json.loads((run / "summary.json").read_text())
 
-    # processes: the edge, the relay and three devices, five distinct pids, the ones we started
-    procs = summary["processes"]
-    assert sorted(p["role"] for p in procs) == ["device"] * 3 + ["edge", "relay"]
-    assert {p["pid"] for p in procs} == set(started.values()) and len(started) == 5
-
     # the same losses as the reference, step by step
     ours, theirs = _losses(run), _losses(tmp_path / "ref")
     assert ours.keys() == theirs.keys() and len(ours) == 12
@@ -60,82 +66,134 @@ def test_manual_cluster_equals_reference_and_meters_every_link(tmp_path, small_c
         assert abs(ours[k] - theirs[k]) <= 1e-4 * abs(theirs[k]), (k, ours[k], theirs[k])
     assert summary["accuracy"]["overall"] == pytest.approx(ref["accuracy"]["overall"])
 
-    # bytes: rounds x b x s_m x d x 4 (float32 pairs), computed here from the config alone
-    cfg = small_cfg
+    # processes: the edge, the relay and three devices, five distinct pids, the ones we started
+    procs = summary["processes"]
+    assert sorted(p["role"] for p in procs) == ["device"] * 3 + ["edge", "relay"]
+    assert {p["pid"] for p in procs} == set(started.values()) and len(started) == 5
+
+    # bytes: rounds x b x s_m x d x bytes per real, computed here from the config alone
+    real = {"float32": 4, "float16": 2, "bfloat16": 2}[precision]
     d = 128  # the tiny LM's width
     rounds = cfg.train.stage1.steps + cfg.train.stage2.steps + math.ceil(cfg.eval.max_samples / cfg.eval.batch)
+    grads = cfg.train.stage1.steps + cfg.train.stage2.steps
     links = {(e["link"], e["direction"]): e for e in json.loads((run / "links.json").read_text())}
+    ref_links = {(e["link"], e["direction"]): e for e in json.loads((tmp_path / "ref" / "links.json").read_text())}
+    up_total = 0
     for m in MODALITIES:
         s = cfg.data.text_len if m == "text" else getattr(cfg.transmitter, m).tokens
         up = links[(f"user0/{m}->relay", "uplink")]
         assert up["messages"] == rounds
-        assert up["payload_bytes"] == rounds * 8 * s * d * 4
-        assert up["channel_uses"] * 2 * 4 == up["payload_bytes"]
-        assert up["wire_bytes"] > up["payload_bytes"]  # framing on top of the tensor bytes
+        assert up["payload_bytes"] == rounds * 8 * s * d * real
+        pilots = 8 * math.ceil(s * d // 2 / 1024) if "channel.csi=estimated" in overrides else 0
+        assert up["channel_uses"] == rounds * 8 * (s * d // 2 + pilots)
+        assert up["payload_bytes"] < up["wire_bytes"] <= 1.01 * up["payload_bytes"]  # framing only
         assert up["latency_ms"]["p50"] is not None
         down = links[(f"relay->user0/{m}", "downlink")]
-        grads = cfg.train.stage1.steps + cfg.train.stage2.steps
-        assert down["payload_bytes"] == (0 if m == "text" else grads * 8 * s * d * 4)
-    assert (("user0/text->relay (labels)", "uplink")) in links
-    assert ("relay->edge", "uplink") in links and ("edge->relay", "downlink") in links
+        # TRANSMIT every round, UPDATE for the nodes that train, one SAVE and the STOP
+        assert down["messages"] == rounds + (0 if m == "text" else grads) + 2
+        assert down["payload_bytes"] == (0 if m == "text" else grads * 8 * s * d * real)
+        for key in ("payload_bytes", "channel_uses", "messages"):  # the reference meters the same
+            assert ref_links[(f"user0/{m}->relay", "uplink")][key] == up[key]
+            assert ref_links[(f"relay->user0/{m}", "downlink")][key] == down[key]
+        up_total += up["payload_bytes"]
+    labels = links[("user0/text->relay (labels)", "uplink")]
+    up_total += labels["payload_bytes"]
+    # relay -> edge carries the symbols, the labels and the CSI at its real size: one gain per block
+    blocks = {m: math.ceil((cfg.data.text_len if m == "text" else 32) * d // 2 / 1024)
+              if "channel.coherence=1024" in overrides else 1 for m in MODALITIES}
+    csi = 0 if "channel.csi=none" in overrides else sum(rounds * 8 * blocks[m] * 2 * real for m in MODALITIES)
+    assert links[("relay->edge", "uplink")]["payload_bytes"] == up_total + csi
+    assert links[("relay->edge", "uplink")]["payload_bytes"] <= 1.02 * up_total
+    assert ("edge->relay", "downlink") in links
     assert (run / "checkpoints" / "adapter" / "adapter_config.json").is_file()
     for m in ("audio", "video", "text"):
         assert (run / "checkpoints" / "devices" / f"user0_{m}.pt").is_file()
+    tl = summary["timeline"]
+    assert len(tl["step"]) == grads and set(tl) >= {"device_ms", "uplink_ms", "uplink_airtime_ms", "edge_ms"}
 
 
-def _rogue(cluster, small_cfg, assets, node="user0/audio"):
-    channel = grpc.insecure_channel(cluster.relay_addr, options=channel_options(256))
-    stub = pb_grpc.TokenLinkStub(channel)
-    dataset = assets[0]
+class RawStream:
+    """A hostile client: one `Link` stream, messages written by hand."""
+
+    def __init__(self, address: str):
+        self.channel = grpc.insecure_channel(address, options=channel_options(256))
+        self.outbox = Outbox()
+        self.responses = pb_grpc.TokenLinkStub(self.channel).Link(iter(self.outbox))
+
+    def send(self, *msgs: pb.Up) -> RawStream:
+        for m in msgs:
+            self.outbox.put(m)
+        return self
+
+    def status(self) -> tuple[grpc.StatusCode, str]:
+        """Read until the server ends the stream; its status code and details."""
+        try:
+            for _ in self.responses:
+                pass
+        except grpc.RpcError as e:
+            return e.code(), e.details()
+        finally:
+            self.outbox.close()
+            self.channel.close()
+        return grpc.StatusCode.OK, ""
+
+
+def _hello(cfg, assets, node="user0/audio"):
     info = pb.NodeInfo(node=node, user=0, modality=node.split("/")[1], role="device", pid=1, host="rogue",
-                       config_digest=config_digest(small_cfg), data_digest=dataset.digest())
-    stub.Hello(pb.HelloRequest(info=info, protocol="tokcom.v1"), timeout=30)
-    return channel, stub
+                       config_digest=config_digest(cfg), data_digest=assets[0].digest())
+    return pb.Up(hello=pb.Hello(info=info, protocol=PROTOCOL))
 
 
-def _tokens(b, s=32, d=128, **kw):
+def _tokens(b, s=32, d=128, node="user0/audio"):
     z = torch.randn(b, s * d // 2, dtype=torch.complex64)
-    return pb.Tokens(node=kw.pop("node", "user0/audio"), phase="stage1", step=0, s=s, d=d,
-                     symbols=codec.encode_symbols(z), **kw)
+    return pb.Up(tokens=pb.Tokens(node=node, phase="stage1", step=0, s=s, d=d, symbols=codec.encode_symbols(z)))
 
 
-def test_bad_messages_get_invalid_argument_and_the_run_continues(tmp_path, small_cfg, small_overrides, assets):
+def test_bad_messages_get_a_status_and_the_run_continues(tmp_path, small_cfg, small_overrides, assets):
     cluster = ManualCluster(tmp_path, small_overrides)
     try:
         cluster.start_edge()
         cluster.start_relay()
-        channel, stub = _rogue(cluster, small_cfg, assets)
 
-        def code_of(msg, target=stub):
-            with pytest.raises(grpc.RpcError) as err:
-                target.SendTokens(msg, timeout=30)
-            return err.value.code(), err.value.details()
+        def relay(*msgs):
+            return RawStream(cluster.relay_addr).send(_hello(small_cfg, assets), *msgs).status()
 
         short = _tokens(8)
-        short.symbols.data = short.symbols.data[:-4]  # one float missing
-        code, details = code_of(short)
-        assert code == grpc.StatusCode.INVALID_ARGUMENT and "bytes" in details
+        short.tokens.symbols.data = short.tokens.symbols.data[:-4]  # one float missing
+        code, details = relay(short)
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and "bytes" in details, details
         wrong_dtype = _tokens(8)
-        wrong_dtype.symbols.dtype = "float64"
-        assert code_of(wrong_dtype)[0] == grpc.StatusCode.INVALID_ARGUMENT
+        wrong_dtype.tokens.symbols.dtype = "float64"
+        assert relay(wrong_dtype)[0] == grpc.StatusCode.INVALID_ARGUMENT
         nan = _tokens(8)
-        nan.symbols.CopyFrom(codec.encode_tensor(torch.full((8, 2048, 2), float("nan")), "float32", finite=False))
-        assert code_of(nan)[0] == grpc.StatusCode.INVALID_ARGUMENT
-        assert code_of(_tokens(8, node="user7/audio"))[0] == grpc.StatusCode.INVALID_ARGUMENT
-        assert code_of(_tokens(8, s=5))[0] == grpc.StatusCode.INVALID_ARGUMENT  # not this modality's s_m
-        # straight to the edge, too
-        edge_stub = pb_grpc.TokenLinkStub(grpc.insecure_channel(cluster.edge_addr, options=channel_options(256)))
-        assert code_of(short, edge_stub)[0] == grpc.StatusCode.INVALID_ARGUMENT
+        nan.tokens.symbols.CopyFrom(codec.encode_tensor(torch.full((8, 2048, 2), float("nan")), "float32",
+                                                        finite=False))
+        assert relay(nan)[0] == grpc.StatusCode.INVALID_ARGUMENT
+        code, details = relay(_tokens(8, node="user0/video"))  # a node speaks only for its own name
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and "cannot speak" in details
+        assert relay(_tokens(8, s=5))[0] == grpc.StatusCode.INVALID_ARGUMENT  # not this modality's s_m
+        assert relay(pb.Up())[0] == grpc.StatusCode.INVALID_ARGUMENT  # an empty message
+        code, details = RawStream(cluster.relay_addr).send(_hello(small_cfg, assets, "user7/audio")).status()
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and "unknown node" in details
+        assert RawStream(cluster.relay_addr).send(_tokens(8)).status()[0] == grpc.StatusCode.FAILED_PRECONDITION
+        stale = _hello(small_cfg, assets)
+        stale.hello.info.config_digest = "0" * 16  # another config: the edge refuses, through the relay
+        code, details = RawStream(cluster.relay_addr).send(stale).status()
+        assert code == grpc.StatusCode.FAILED_PRECONDITION and "config_digest" in details
         # above gRPC's 4 MiB default: 400 x 2048 complex64 = 6.5 MB goes device -> relay -> edge, where it is
         # refused only because no round is waiting for it
-        code, details = code_of(_tokens(400))
-        assert code == grpc.StatusCode.FAILED_PRECONDITION, details
+        code, details = relay(_tokens(400))
+        assert code == grpc.StatusCode.FAILED_PRECONDITION and "no round" in details, details
+        # straight to the edge, too: malformed first, then the protocol's order
+        assert RawStream(cluster.edge_addr).send(short).status()[0] == grpc.StatusCode.INVALID_ARGUMENT
+        assert RawStream(cluster.edge_addr).send(_tokens(8)).status()[0] == grpc.StatusCode.FAILED_PRECONDITION
+        code, details = RawStream(cluster.edge_addr).send(_hello(small_cfg, assets)).status()
+        assert code == grpc.StatusCode.FAILED_PRECONDITION and "through the relay" in details
 
         for m in MODALITIES:  # the real devices: the run goes on
             cluster.start_device(0, m)
         assert cluster.wait_edge_exit() == 0, cluster.log("edge")
         assert (cluster.run_dir / "summary.json").is_file()
-        channel.close()
     finally:
         cluster.stop()
 

@@ -1,5 +1,8 @@
-"""The device process's task loop against a scripted stub (no sockets): transmit, update,
-save, restore, stop — and what it meters."""
+"""The device process's task loop against a scripted stream (no sockets): transmit, update,
+save, restore, stop — what it answers and what it meters."""
+import threading
+
+import pytest
 import torch
 
 from device_node.build import build_device
@@ -7,26 +10,32 @@ from device_node.client import DeviceClient
 from foundation.manifest import build_manifest
 from protos import codec
 from protos import tokcom_pb2 as pb
+from protos.rpc import PROTOCOL
 
 
 class ScriptedStub:
-    """Hands out the given tasks in order and records what the device sends."""
+    """Answers the Hello with a Welcome, then hands out the given tasks in order; records
+    every message the device sends up the stream."""
 
     def __init__(self, tasks):
-        self.tasks, self.sent, self.reports = list(tasks), [], []
+        self.tasks, self.sent = list(tasks), []
+        self.drained = threading.Event()
 
-    def NextTask(self, request, timeout=None):
-        task = self.tasks.pop(0)
-        task.server_ms = 0.5
-        return task
+    def Link(self, requests):
+        def drain():
+            self.sent.extend(requests)  # until the device closes its side
+            self.drained.set()
 
-    def SendTokens(self, msg, timeout=None):
-        self.sent.append(msg)
-        return pb.Ack(server_ms=0.25)
-
-    def SendReport(self, msg, timeout=None):
-        self.reports.append(codec.decode_report(msg))
-        return pb.Ack()
+        threading.Thread(target=drain, daemon=True).start()
+        yield pb.Down(welcome=pb.Welcome(node="user0/audio", run_id="r1"))
+        for task in self.tasks:
+            task.hop.sent_ns, task.hop.airtime_s, task.hop.propagation_s = 1, 0.002, 0.001
+        for i, task in enumerate(self.tasks):
+            if i == 1:  # TRANSMIT and UPDATE in one batch, as the edge sends a round's tasks
+                yield pb.Down(tasks=pb.Tasks(tasks=self.tasks[1:3]))
+            elif i != 2:
+                yield pb.Down(tasks=pb.Tasks(tasks=[task]))
+        assert self.drained.wait(30), "the device did not close its stream after STOP"
 
 
 def test_device_task_loop_transmits_updates_saves_restores_and_meters(small_cfg, assets, cache_dir, tmp_path):
@@ -37,12 +46,11 @@ def test_device_task_loop_transmits_updates_saves_restores_and_meters(small_cfg,
     grad = torch.randn(8, c, dtype=torch.complex64, generator=torch.Generator().manual_seed(0))
     w0 = node.tx.proj.weight.detach().clone()
     stub = ScriptedStub([
-        pb.Task(kind=pb.Task.IDLE),
-        pb.Task(kind=pb.Task.SAVE, path=str(tmp_path)),
-        pb.Task(kind=pb.Task.TRANSMIT, phase="stage1", step=0, sample_ids=ids),
-        pb.Task(kind=pb.Task.UPDATE, phase="stage1", step=0, grad=codec.encode_symbols(grad)),
-        pb.Task(kind=pb.Task.LOAD, path=str(tmp_path)),
-        pb.Task(kind=pb.Task.STOP),
+        pb.Task(kind=pb.Task.SAVE, path=str(tmp_path), seq=1),
+        pb.Task(kind=pb.Task.TRANSMIT, phase="stage1", step=0, sample_ids=ids, seq=2),
+        pb.Task(kind=pb.Task.UPDATE, phase="stage1", step=0, grad=codec.encode_symbols(grad), seq=3),
+        pb.Task(kind=pb.Task.LOAD, path=str(tmp_path), seq=4),
+        pb.Task(kind=pb.Task.STOP, seq=5),
     ])
     client = DeviceClient(node, stub, "float32", tmp_path)
     stepped = {}
@@ -53,15 +61,22 @@ def test_device_task_loop_transmits_updates_saves_restores_and_meters(small_cfg,
         stepped["w"] = node.tx.proj.weight.detach().clone()
 
     node.update = spy
-    client.serve()
+    client.serve(pb.NodeInfo(node="user0/audio", role="device", modality="audio"))
+    assert client.run_id == "r1"
     assert not torch.equal(stepped["w"], w0)  # the gradient moved F_audio
     assert torch.equal(node.tx.proj.weight, w0)  # ... and LOAD restored the saved state
-    (msg,) = stub.sent
+    kinds = [m.WhichOneof("msg") for m in stub.sent]
+    assert kinds == ["hello", "done", "tokens", "done", "report"]  # UPDATE is not acknowledged
+    assert stub.sent[0].hello.protocol == PROTOCOL
+    assert [m.done.seq for m in stub.sent if m.HasField("done")] == [1, 4]
+    msg = stub.sent[2].tokens
     assert tuple(msg.symbols.shape) == (8, c, 2) and msg.s == small_cfg.transmitter.audio.tokens and msg.d == 128
-    (name, report), = stub.reports
+    assert msg.hop.sent_ns > 0  # stamped for the relay's latency metering
+    name, report = codec.decode_report(stub.sent[-1].report)
+    assert name == "user0/audio"
     links = {(e["link"], e["direction"]): e for e in report}
-    up = links[("user0/audio->relay", "uplink")]
-    assert up["messages"] == 1 and up["payload_bytes"] == 8 * c * 2 * 4 and up["channel_uses"] == 8 * c
+    assert set(links) == {("relay->user0/audio", "downlink")}  # the relay meters the uplink it receives
     down = links[("relay->user0/audio", "downlink")]
-    assert down["messages"] == 5  # IDLE polls are not messages; SAVE, TRANSMIT, UPDATE, LOAD, STOP are
+    assert down["messages"] == 5
     assert down["payload_bytes"] == 8 * c * 2 * 4
+    assert down["airtime_s"] == pytest.approx(5 * 0.002) and down["propagation_s"] == pytest.approx(5 * 0.001)

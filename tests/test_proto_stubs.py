@@ -10,16 +10,17 @@ import pytest
 
 PROTOS = Path(__file__).resolve().parents[1] / "protos"
 STUBS = ("tokcom_pb2.py", "tokcom_pb2.pyi", "tokcom_pb2_grpc.py")
-RPCS = {"Hello": ("HelloRequest", "HelloReply"), "NextTask": ("TaskRequest", "Task"),
-        "SendTokens": ("Tokens", "Ack"), "SendReport": ("Report", "Ack")}
+RPCS = {"Link": ("Up", "Down")}
 
 
 def test_stubs_import_as_a_package_and_expose_tokenlink():
     from protos import tokcom_pb2, tokcom_pb2_grpc
 
     service = tokcom_pb2.DESCRIPTOR.services_by_name["TokenLink"]
-    assert service.full_name == "tokcom.v1.TokenLink"
+    assert service.full_name == "tokcom.v2.TokenLink"
     assert {m.name: (m.input_type.name, m.output_type.name) for m in service.methods} == RPCS
+    link = service.methods_by_name["Link"]
+    assert link.client_streaming and link.server_streaming  # one long-lived bidirectional stream
     for rpc in RPCS:
         assert callable(getattr(tokcom_pb2_grpc.TokenLinkServicer, rpc))
     assert callable(tokcom_pb2_grpc.add_TokenLinkServicer_to_server)

@@ -1,0 +1,219 @@
+"""`tokcom bench`: the transport's figures, measured side by side in one run.
+
+1. round time: the cluster (`tokcom run`) against the in-process reference, same config;
+2. one stream hop (encode, gRPC, decode, acknowledge) against raw loopback TCP for the same
+   bytes, 1/4/8/16 MiB;
+3. wire bytes against payload bytes per link (from the cluster run of 1);
+4. transport ms per round at the paper's shapes (s_A 64, s_V 32, text 64, d 1536, b 8): the
+   real relay, the real edge hub and device clients, synthetic symbols and gradients.
+
+Prints a table and writes `OUT/bench.json` with the machine described. Every process it
+starts is its own child, stopped by pid. Run it alone on the machine (timings).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import torch
+
+from configs.args import add_config_arguments
+from configs.loader import load_config
+from launch.procs import Children, HealthProbe, child_env, read_port, wait_until
+
+log = logging.getLogger(__name__)
+REPO = Path(__file__).resolve().parents[1]
+SIZES_MIB = (1, 4, 8, 16)
+PAPER = ["transmitter.audio.tokens=64", "transmitter.video.tokens=32", "data.text_len=64"]
+TARGETS = {"cluster_over_reference": 1.15, "hop_over_tcp": 0.5, "relay_edge_over_uplinks": 1.02,
+           "wire_over_payload": 1.01, "paper_transport_ms": 30.0}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_config_arguments(p)
+    p.add_argument("--out", default="runs/bench", help="folder for bench.json and the runs it makes")
+    p.add_argument("--steps", default="50,150", help="stage-1,stage-2 rounds of the round-time comparison")
+    p.add_argument("--rounds", type=int, default=40, help="rounds at the paper's shapes")
+    p.add_argument("--repeats", type=int, default=10, help="timed messages per size for the hop figure")
+    p.add_argument("--only", default="", help="comma list of figures to measure: rounds,hop,paper (default all)")
+
+
+def machine() -> dict:
+    model = ""
+    try:
+        model = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        model = platform.processor()
+    return {"cpus": os.cpu_count(), "cpu_model": model, "python": platform.python_version(),
+            "torch": torch.__version__, "grpc": grpc.__version__, "platform": platform.platform()}
+
+
+def _python(*args: str) -> list[str]:
+    return [sys.executable, *args]
+
+
+def _sets(overrides: list[str]) -> list[str]:
+    return [a for o in overrides for a in ("--set", o)]
+
+
+# ---------------------------------------------------------------- 1 and 3: a real run both ways
+
+def round_time(config: str | None, overrides: list[str], out: Path, steps: tuple[int, int]) -> dict:
+    from launch.reference import run_reference
+
+    over = overrides + [f"train.stage1.steps={steps[0]}", f"train.stage2.steps={steps[1]}", "eval.max_samples=16"]
+    cfg = load_config(config, over)
+    ref = run_reference(cfg, str(out / "reference"), progress=False)
+    children = Children()
+    argv = _python("-m", "launch.cli", "run", "--out", str(out / "cluster"), "--no-progress", *_sets(over))
+    if config:
+        argv += ["--config", config]
+    child = children.start("cluster", argv, out / "cluster.log", child_env(REPO))
+    left = children.wait([child], 3600)
+    children.stop(10.0)
+    if left or child.returncode != 0:
+        raise RuntimeError(f"the cluster run failed; see {out / 'cluster.log'}")
+    run = json.loads((out / "cluster" / "summary.json").read_text())
+    links = json.loads((out / "cluster" / "links.json").read_text())
+    uplinks = sum(e["payload_bytes"] for e in links if e["link"].startswith("user") and e["direction"] == "uplink")
+    relay_edge = next(e for e in links if e["link"] == "relay->edge")["payload_bytes"]
+    per_link = {f"{e['link']} ({e['direction']})": {"payload_bytes": e["payload_bytes"], "wire_bytes": e["wire_bytes"],
+                                                   "wire_over_payload": e["wire_bytes"] / e["payload_bytes"]
+                                                   if e["payload_bytes"] else None} for e in links}
+    rounds = sum(steps)
+    return {"steps": list(steps),
+            "reference": {"wall_s": ref["wall_s"], "round_ms": ref["step_time_breakdown_ms"]["total"],
+                          "breakdown_ms": ref["step_time_breakdown_ms"]},
+            "cluster": {"wall_s": run["wall_s"], "round_ms": run["step_time_breakdown_ms"]["total"],
+                        "breakdown_ms": run["step_time_breakdown_ms"]},
+            "cluster_over_reference": run["wall_s"] / ref["wall_s"], "rounds": rounds,
+            "relay_edge_over_uplinks": relay_edge / uplinks, "links": per_link}
+
+
+# ---------------------------------------------------------------- 2: one hop against raw TCP
+
+def _serve(children: Children, name: str, argv: list[str], out: Path, deadline: float, health: bool) -> str:
+    port_file = out / f"{name}.port"
+    port_file.unlink(missing_ok=True)
+    children.start(name, argv + ["--port-file", str(port_file)], out / f"{name}.log", child_env(REPO))
+    port = wait_until(f"{name}'s port file", lambda: read_port(port_file), children, deadline)
+    address = f"127.0.0.1:{port}"
+    if health:
+        with HealthProbe(address) as probe:
+            wait_until(f"{name}'s health check", probe.serving, children, deadline)
+    return address
+
+
+def hop_throughput(out: Path, repeats: int) -> dict:
+    results = {}
+    for kind in ("tcp", "grpc"):
+        children = Children()
+        deadline = time.monotonic() + 300
+        try:
+            addr = _serve(children, f"sink-{kind}", _python("-m", "launch.bench_roles", f"sink-{kind}"), out,
+                          deadline, health=kind == "grpc")
+            result = out / f"hop-{kind}.json"
+            client = children.start(f"client-{kind}", _python(
+                "-m", "launch.bench_roles", "client", "--kind", kind, "--address", addr, "--out", str(result),
+                "--sizes", ",".join(map(str, SIZES_MIB)), "--repeats", str(repeats)), out / f"client-{kind}.log",
+                child_env(REPO))
+            if children.wait([client], 600) or client.returncode != 0:
+                raise RuntimeError(f"the {kind} client failed; see {out / f'client-{kind}.log'}")
+            results[kind] = json.loads(result.read_text())
+        finally:
+            children.stop(5.0)
+    return {str(m): {"tcp_ms": results["tcp"][str(m)]["median_ms"], "hop_ms": results["grpc"][str(m)]["median_ms"],
+                     "tcp_mb_s": results["tcp"][str(m)]["mb_per_s"], "hop_mb_s": results["grpc"][str(m)]["mb_per_s"],
+                     "hop_over_tcp": results["grpc"][str(m)]["mb_per_s"] / results["tcp"][str(m)]["mb_per_s"]}
+            for m in SIZES_MIB}
+
+
+# ---------------------------------------------------------------- 4: the paper's shapes through the relay
+
+def paper_transport(config: str | None, overrides: list[str], out: Path, rounds: int) -> dict:
+    over = overrides + PAPER
+    cfg_args = (["--config", config] if config else []) + _sets(over)
+    children = Children()
+    deadline = time.monotonic() + 600
+    result = out / "paper.json"
+    try:
+        edge = _serve(children, "bench-edge", _python("-m", "launch.bench_roles", "edge", "--rounds", str(rounds),
+                                                      "--out", str(result), *cfg_args), out, deadline, health=True)
+        relay = _serve(children, "relay", _python("-m", "launch.cli", "relay", "--edge", edge, *cfg_args), out,
+                       deadline, health=True)
+        for m in ("audio", "video", "text"):
+            children.start(f"bench-device-{m}", _python("-m", "launch.bench_roles", "device", "--modality", m,
+                                                        "--address", relay, *cfg_args),
+                           out / f"bench-device-{m}.log", child_env(REPO))
+        edge_child = next(c for c in children if c.name == "bench-edge")
+        if children.wait([edge_child], max(0.0, deadline - time.monotonic())) or edge_child.returncode != 0:
+            raise RuntimeError(f"the synthetic edge failed; see {out / 'bench-edge.log'}")
+    finally:
+        children.stop(5.0)
+    data = json.loads(result.read_text())
+    rows = data["rounds"][3:]  # the first rounds warm up the streams and allocators
+    transport = sorted(r["round_ms"] - r["device_ms"] for r in rows)
+    links = {f"{e['link']} ({e['direction']})": e for e in data["links"]}
+    payload = sum(e["payload_bytes"] for k, e in links.items() if k.startswith("user") and "uplink" in k)
+    return {"shapes": {"s_A": 64, "s_V": 32, "text": 64, "d": 1536, "b": 8}, "rounds": len(rows),
+            "transport_ms_median": transport[len(transport) // 2], "transport_ms_mean": sum(transport) / len(transport),
+            "uplink_bytes_per_round": payload / len(data["rounds"]),
+            "links": {k: {"messages": e["messages"], "payload_bytes": e["payload_bytes"], "wire_bytes": e["wire_bytes"],
+                          "latency_p50_ms": e["latency_ms"]["p50"]} for k, e in links.items()}}
+
+
+# ---------------------------------------------------------------- report
+
+def table(res: dict) -> str:
+    lines = ["figure | measured | target", "---|---|---"]
+    if "rounds" in res:
+        r = res["rounds"]
+        lines.append(f"cluster / in-process driver wall time ({sum(r['steps'])} rounds) | "
+                     f"{r['cluster']['wall_s']:.1f} s / {r['reference']['wall_s']:.1f} s = "
+                     f"{r['cluster_over_reference']:.2f}x (per round {r['cluster']['round_ms']:.1f} / "
+                     f"{r['reference']['round_ms']:.1f} ms) | <= {TARGETS['cluster_over_reference']}x")
+        lines.append(f"relay->edge payload / device uplinks + labels | {r['relay_edge_over_uplinks']:.4f}x | "
+                     f"<= {TARGETS['relay_edge_over_uplinks']}x")
+        worst = max((v["wire_over_payload"], k) for k, v in r["links"].items() if v["wire_over_payload"]
+                    and v["payload_bytes"] > 1e6)
+        lines.append(f"wire / payload bytes, worst link carrying tensors ({worst[1]}) | {worst[0]:.4f}x | "
+                     f"<= {TARGETS['wire_over_payload']}x")
+    for mib, h in res.get("hop", {}).items():
+        lines.append(f"one hop {mib} MiB: gRPC stream {h['hop_ms']:.1f} ms ({h['hop_mb_s']:.0f} MB/s) vs raw TCP "
+                     f"{h['tcp_ms']:.1f} ms ({h['tcp_mb_s']:.0f} MB/s) | {100 * h['hop_over_tcp']:.0f} % of TCP | "
+                     f">= {100 * TARGETS['hop_over_tcp']:.0f} % (4-16 MiB)")
+    if "paper" in res:
+        p = res["paper"]
+        lines.append(f"transport per round at the paper's shapes ({p['uplink_bytes_per_round'] / 1e6:.1f} MB up) | "
+                     f"{p['transport_ms_median']:.1f} ms median, {p['transport_ms_mean']:.1f} mean | "
+                     f"<= {TARGETS['paper_transport_ms']:.0f} ms")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    only = set(filter(None, args.only.split(","))) or {"rounds", "hop", "paper"}
+    res: dict = {"machine": machine(), "targets": TARGETS}
+    if "rounds" in only:
+        a, b = (int(x) for x in args.steps.split(","))
+        log.info("1/3: %d rounds in-process, then as a cluster", a + b)
+        res["rounds"] = round_time(args.config, args.overrides, out, (a, b))
+    if "hop" in only:
+        log.info("2/3: one stream hop against raw loopback TCP")
+        res["hop"] = hop_throughput(out, args.repeats)
+    if "paper" in only:
+        log.info("3/3: %d rounds at the paper's shapes through the real relay", args.rounds)
+        res["paper"] = paper_transport(args.config, args.overrides, out, args.rounds)
+    (out / "bench.json").write_text(json.dumps(res, indent=2))
+    m = res["machine"]
+    sys.stdout.write(f"{m['cpus']} x {m['cpu_model']}; python {m['python']}, torch {m['torch']}, grpc {m['grpc']}\n"
+                     + table(res) + f"\nwritten to {out / 'bench.json'}\n")
+    return 0

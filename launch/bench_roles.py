@@ -1,0 +1,224 @@
+"""The processes `tokcom bench` starts to measure the transport alone.
+
+- `sink-grpc`: a `TokenLink` server that decodes each Tokens message with the codec and
+  acknowledges it with a small Down: one stream hop, end to end through the real codec.
+- `sink-tcp`: a raw loopback TCP server that reads length-prefixed messages into one buffer
+  and acknowledges each with one byte: the floor for the same bytes.
+- `client`: sends messages of the given sizes to either sink and writes the timings.
+- `edge` / `device`: the real edge hub and servicer and the real device client around
+  synthetic compute (random symbols and gradients of the configured shapes): the real relay
+  between them carries the paper's shapes without the models, so the round time is the
+  transport's.
+
+Run as `python -m launch.bench_roles ROLE ...`; `launch.bench` starts and stops them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import socket
+import socketserver
+import struct
+import sys
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+from configs.loader import config_digest, load_config
+from configs.schema import MODALITIES
+from device_node.step import Transmission
+from edge_server.hub import EdgeHub
+from edge_server.server import EdgeServicer
+from foundation.logs import setup_logging
+from protos import codec
+from protos import tokcom_pb2 as pb
+from protos import tokcom_pb2_grpc as pb_grpc
+from protos.rpc import Outbox, connect, serve_stream, start_server, write_port_file
+
+log = logging.getLogger(__name__)
+MAX_MB = 256
+
+
+# ---------------------------------------------------------------- one hop: gRPC stream vs raw TCP
+
+class _Sink(pb_grpc.TokenLinkServicer):
+    def Link(self, request_iterator, context):
+        outbox = Outbox()
+
+        def read():
+            for up in request_iterator:
+                codec.decode_symbols(up.tokens.symbols)  # what a receiver does with it
+                outbox.put(pb.Down(welcome=pb.Welcome(node="sink")))
+            outbox.close()
+
+        threading.Thread(target=read, daemon=True).start()
+        return serve_stream(outbox, context)
+
+
+def sink_grpc(port_file: str) -> None:
+    server = start_server(lambda s: pb_grpc.add_TokenLinkServicer_to_server(_Sink(), s), "127.0.0.1:0", MAX_MB,
+                          workers=4, port_file=port_file)
+    server.server.wait_for_termination()
+
+
+class _TcpSink(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        conn, buf = self.request, bytearray(64 << 20)
+        view = memoryview(buf)
+        while True:
+            head = conn.recv(8, socket.MSG_WAITALL)
+            if len(head) < 8:
+                return
+            (n,) = struct.unpack("<Q", head)
+            got = 0
+            while got < n:
+                got += conn.recv_into(view[got:n], n - got)
+            conn.sendall(b"k")
+
+
+def sink_tcp(port_file: str) -> None:
+    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), _TcpSink) as server:
+        write_port_file(port_file, server.server_address[1])
+        server.serve_forever()
+
+
+def client(kind: str, address: str, sizes_mib: list[int], repeats: int, out: str) -> None:
+    """Per size: `repeats` timed messages after two warm-ups, each sent and acknowledged in turn."""
+    results = {}
+    if kind == "grpc":
+        channel = connect(address, MAX_MB)
+        outbox = Outbox()
+        acks = pb_grpc.TokenLinkStub(channel).Link(iter(outbox))
+    else:
+        host, port = address.rsplit(":", 1)
+        sock = socket.create_connection((host, int(port)))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    for mib in sizes_mib:
+        n = mib << 20
+        z = torch.randn(1, n // 8, dtype=torch.complex64)  # n bytes of float32 pairs
+        times = []
+        for i in range(repeats + 2):
+            t0 = time.perf_counter()
+            if kind == "grpc":  # encode, send, the sink decodes, ack
+                up = pb.Up()
+                up.tokens.node = "bench"
+                codec.encode_symbols(z, into=up.tokens.symbols)
+                outbox.put(up)
+                next(acks)
+            else:
+                payload = z.numpy().tobytes()
+                sock.sendall(struct.pack("<Q", len(payload)) + payload)
+                sock.recv(1)
+            if i >= 2:
+                times.append(time.perf_counter() - t0)
+        times.sort()
+        ms = times[len(times) // 2] * 1e3
+        results[str(mib)] = {"median_ms": ms, "mb_per_s": n / 1e6 / (ms / 1e3)}
+    Path(out).write_text(json.dumps(results))
+
+
+# ---------------------------------------------------------------- the paper's shapes through the real relay
+
+class SyntheticDevice:
+    """A `DeviceNode` stand-in with the right shapes and no model: random unit-power symbols."""
+
+    def __init__(self, node: str, s: int, d: int, b: int, text_len: int):
+        self.node, self.s, self.d, self.b, self.text_len = node, s, d, b, text_len
+        self.gen = torch.Generator().manual_seed(0)
+
+    def transmit(self, phase: str, step: int, ids: list[str]) -> Transmission:
+        t0 = time.perf_counter()
+        z = torch.randn(len(ids), self.s * self.d // 2, dtype=torch.complex64, generator=self.gen)  # (b, c)
+        labels = {}
+        if self.node.endswith("/text"):
+            labels = {"text_ids": torch.zeros(len(ids), self.text_len, dtype=torch.long),
+                      "text_mask": torch.ones(len(ids), self.text_len, dtype=torch.bool)}
+        return Transmission(z, self.s, self.d, labels, (time.perf_counter() - t0) * 1e3)
+
+    def update(self, phase: str, step: int, grad) -> None:
+        pass
+
+    def save(self, path) -> None:
+        pass
+
+    def load(self, path) -> None:
+        pass
+
+
+def _shapes(cfg) -> dict[str, int]:
+    return {"audio": cfg.transmitter.audio.tokens, "video": cfg.transmitter.video.tokens, "text": cfg.data.text_len}
+
+
+def device(cfg, relay: str, modality: str, width: int) -> None:
+    from device_node.client import DeviceClient
+
+    node = SyntheticDevice(f"user0/{modality}", _shapes(cfg)[modality], width, cfg.train.stage1.batch,
+                           cfg.data.text_len)
+    channel = connect(relay, cfg.wire.max_message_mb)
+    info = pb.NodeInfo(node=node.node, user=0, modality=modality, role="device", pid=os.getpid(),
+                       host=socket.gethostname(), config_digest=config_digest(cfg))
+    DeviceClient(node, pb_grpc.TokenLinkStub(channel), cfg.wire.precision, Path(".")).serve(info)
+
+
+def edge(cfg, port_file: str, width: int, rounds: int, out: str) -> None:
+    """The real hub and servicer; rounds of TRANSMIT -> tokens -> UPDATE with random gradients."""
+    hub = EdgeHub(cfg, {"config_digest": config_digest(cfg)}, {m: width for m in MODALITIES})
+    server = start_server(lambda s: pb_grpc.add_TokenLinkServicer_to_server(EdgeServicer(hub, cfg), s),
+                          "127.0.0.1:0", cfg.wire.max_message_mb, workers=8, port_file=port_file)
+    hub.wait_registered(120)
+    b, gen = cfg.train.stage1.batch, torch.Generator().manual_seed(1)
+    ids = [f"clip{i:05d}" for i in range(b)]  # names only: the synthetic devices read no data
+    rows = []
+    for k in range(rounds):
+        t0 = time.perf_counter()
+        ex = hub.exchange(0, "stage1", k, ids)
+        t1 = time.perf_counter()
+        grads = {m: torch.randn(b, _shapes(cfg)[m] * width // 2, dtype=torch.complex64, generator=gen)
+                 for m in ("audio", "video")}
+        t2 = time.perf_counter()
+        hub.send_grads(0, "stage1", k, grads)
+        t3 = time.perf_counter()
+        rows.append({"round_ms": (t3 - t0 - (t2 - t1)) * 1e3, "device_ms": ex.device_ms})
+    hub.finish()
+    Path(out).write_text(json.dumps({"rounds": rows, "links": hub.links()}))
+    server.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m launch.bench_roles")
+    p.add_argument("role", choices=["sink-grpc", "sink-tcp", "client", "edge", "device"])
+    p.add_argument("--port-file")
+    p.add_argument("--address")
+    p.add_argument("--kind", choices=["grpc", "tcp"])
+    p.add_argument("--sizes", default="1,4,8,16")
+    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--out")
+    p.add_argument("--config")
+    p.add_argument("--set", dest="overrides", action="append", default=[])
+    p.add_argument("--modality")
+    p.add_argument("--width", type=int, default=1536)
+    p.add_argument("--rounds", type=int, default=30)
+    a = p.parse_args(argv)
+    setup_logging(f"bench-{a.role}", a.modality or "")
+    torch.set_num_threads(1)
+    if a.role == "sink-grpc":
+        sink_grpc(a.port_file)
+    elif a.role == "sink-tcp":
+        sink_tcp(a.port_file)
+    elif a.role == "client":
+        client(a.kind, a.address, [int(x) for x in a.sizes.split(",")], a.repeats, a.out)
+    else:
+        cfg = load_config(a.config, a.overrides)
+        if a.role == "edge":
+            edge(cfg, a.port_file, a.width, a.rounds, a.out)
+        else:
+            device(cfg, a.address, a.modality, a.width)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
