@@ -220,7 +220,6 @@ class Relay(pb_grpc.TokenLinkServicer):
         return node
 
     def _uplink(self, node: str, up: pb.Up) -> None:
-        t_rx = time.time_ns()
         msg = up.tokens
         if msg.node != node:
             raise _Refuse(grpc.StatusCode.INVALID_ARGUMENT, f"this stream belongs to {node}; it cannot speak "

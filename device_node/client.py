@@ -32,7 +32,7 @@ from protos import codec
 from protos import tokcom_pb2 as pb
 from protos import tokcom_pb2_grpc as pb_grpc
 from protos.meter import LinkMeter
-from protos.rpc import PROTOCOL, Outbox, Timeouts, connect, fast_thread_switch, stop_on_signals
+from protos.rpc import PROTOCOL, Outbox, connect, fast_thread_switch, stop_on_signals
 
 log = logging.getLogger(__name__)
 

@@ -207,7 +207,8 @@ class Driver:
     def save_edge(self) -> None:
         """The LoRA adapter in peft's format, plus receivers, optimiser and steps."""
         ckpt = self.run_dir.checkpoint_dir()
-        self.edge.lm.peft.save_pretrained(str(ckpt / "adapter"))
+        # the frozen base embeddings need not travel with the adapter (a LoRA on the tied head is only A, B)
+        self.edge.lm.peft.save_pretrained(str(ckpt / "adapter"), save_embedding_layers=False)
         torch.save({**self.edge.state_dict(), "steps": {p: getattr(self.cfg.train, p).steps
                                                          for p in ("stage1", "stage2")}}, ckpt / "edge.pt")
         log.info("checkpoint written to %s", ckpt)
