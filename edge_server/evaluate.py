@@ -2,9 +2,7 @@
 and per user."""
 from __future__ import annotations
 
-from collections import defaultdict
-
-from foundation.data import QTYPE_GROUPS, QTYPES
+from foundation.baselines import summarise
 from foundation.tokenizer import normalize_answer
 
 
@@ -18,19 +16,7 @@ class Scorer:
 
     @staticmethod
     def _acc(rows: list[tuple[int, str, bool]]) -> dict[str, float | int]:
-        by_type: dict[str, list[bool]] = defaultdict(list)
-        for _, q, ok in rows:
-            by_type[q].append(ok)
-        out: dict[str, float | int] = {"overall": sum(ok for *_, ok in rows) / len(rows) if rows else 0.0,
-                                       "n": len(rows)}
-        for q in QTYPES:
-            if by_type.get(q):
-                out[q] = sum(by_type[q]) / len(by_type[q])
-        for group, types in QTYPE_GROUPS.items():
-            oks = [ok for q in types for ok in by_type.get(q, [])]
-            if oks:
-                out[group] = sum(oks) / len(oks)
-        return out
+        return summarise((q, float(ok)) for _, q, ok in rows)
 
     def summary(self) -> dict:
         out = self._acc(self.rows)
