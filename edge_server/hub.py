@@ -77,7 +77,8 @@ class _Tokens:
 
 
 class EdgeHub:
-    def __init__(self, cfg: Config, digests: dict[str, str], widths: dict[str, int], on_register=None):
+    def __init__(self, cfg: Config, digests: dict[str, str], widths: dict[str, int], on_register=None,
+                 edges: list[dict] | None = None):
         self.cfg, self.digests, self.widths = cfg, digests, widths
         self.expected = ["relay"] + cfg.link_names()
         self.run_id = uuid.uuid4().hex[:12]
@@ -87,7 +88,8 @@ class EdgeHub:
         self.tokens: dict[tuple[str, str, int], _Tokens] = {}
         self.reports: dict[str, list[dict]] = {}
         self.meter = LinkMeter()  # the links whose receiver is the edge (relay->edge)
-        self.me = {"role": "edge", "pid": os.getpid(), "host": socket.gethostname()}
+        # the edge's processes: this one, or every rank of a multi-rank edge (edge_server.ranks)
+        self.edges = edges or [{"role": "edge", "pid": os.getpid(), "host": socket.gethostname()}]
         self._send: Callable[[list[tuple[str, TaskSpec]]], None] | None = None
         self._pending: list[tuple[str, TaskSpec]] = []  # queued for the next batch
 
@@ -297,7 +299,7 @@ class EdgeHub:
         return merged.report()
 
     def processes(self) -> list[dict]:
-        procs = [self.me]
+        procs = list(self.edges)
         for name in self.expected:
             if name in self.nodes:
                 i = self.nodes[name].info

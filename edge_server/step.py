@@ -76,12 +76,13 @@ def round_plan(schedule: str, users: int, step: int) -> list[tuple[int, int]]:
     return [(step % users, step)]
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def pick_device(name: str, local_rank: int = 0) -> torch.device:
+    """The edge's device; with CUDA, GPU `local_rank` (an edge rank's LOCAL_RANK)."""
     if name == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("models.device=cuda but no CUDA device is visible; use models.device=auto or cpu")
-    return torch.device(name)
+    if name == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", local_rank)
 
 
 class EdgeNode:
