@@ -328,6 +328,17 @@ class EdgeConfig:
 
 
 @dataclass(frozen=True)
+class LaunchConfig:
+    """How `tokcom run` lays the roles out in processes: `devices_per_process` > 1 starts
+    device hosts (`tokcom devices`), each running that many users' devices of one modality."""
+
+    devices_per_process: int = 1
+
+    def __post_init__(self) -> None:
+        require(self.devices_per_process >= 1, "launch.devices_per_process", "must be >= 1")
+
+
+@dataclass(frozen=True)
 class Config:
     name: str = "tiny"
     seed: int = 0
@@ -341,6 +352,7 @@ class Config:
     wire: WireConfig = field(default_factory=WireConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
     edge: EdgeConfig = field(default_factory=EdgeConfig)
+    launch: LaunchConfig = field(default_factory=LaunchConfig)
 
     def __post_init__(self) -> None:
         require(self.users >= 1, "users", "must be >= 1")

@@ -30,6 +30,7 @@ from foundation.assets import prepare_assets
 from launch.procs import (Child, ChildExited, Children, DeadlineExceeded, HealthProbe, child_env, free_port, read_port,
                           wait_until)
 from configs.args import add_config_arguments
+from device_node.host import format_users
 from protos.meter import format_links
 
 log = logging.getLogger(__name__)
@@ -195,6 +196,25 @@ def _start_server(children: Children, name: str, argv: list[str], logs: Path, de
     return child, address
 
 
+def _start_devices(cfg: Config, args: argparse.Namespace, children: Children, relay_addr: str,
+                   out: Path) -> list[Child]:
+    """One process per device, or with `launch.devices_per_process` K > 1 one device host per
+    modality and K consecutive users."""
+    state = ["--relay", relay_addr, "--state-dir", str(out / "checkpoints" / "devices")]
+    k, started = cfg.launch.devices_per_process, []
+    for m in MODALITIES:
+        for first in range(0, cfg.users, k):
+            users = list(range(first, min(first + k, cfg.users)))
+            if k == 1:
+                name, argv = f"device-user{first}-{m}", _role_argv("device", args, *state, "--user", str(first),
+                                                                   "--modality", m)
+            else:
+                name, argv = f"devices-{m}-users{format_users(users)}", _role_argv(
+                    "devices", args, *state, "--users", format_users(users), "--modality", m)
+            started.append(children.start(name, argv, out / "logs" / f"{name}.log", child_env(REPO_ROOT)))
+    return started
+
+
 def run_cluster(cfg: Config, args: argparse.Namespace, children: Children, deadline: float) -> None:
     """Start every role, supervise the run, and return once the edge has finished and the others are down."""
     out = Path(args.out)
@@ -214,13 +234,7 @@ def run_cluster(cfg: Config, args: argparse.Namespace, children: Children, deadl
             "relay", args, "--listen", f"{HOST}:0", "--edge", edge_addr), logs, deadline)
         wait_until("the relay's registration with the edge", lambda: edge_health.serving("node:relay"),
                    children, deadline)
-        devices = []
-        for u in range(cfg.users):
-            for m in MODALITIES:
-                devices.append(children.start(f"device-user{u}-{m}", _role_argv(
-                    "device", args, "--relay", relay_addr, "--user", str(u), "--modality", m,
-                    "--state-dir", str(out / "checkpoints" / "devices")),
-                    logs / f"device-user{u}-{m}.log", child_env(REPO_ROOT)))
+        devices = _start_devices(cfg, args, children, relay_addr, out)
         bar = RoundsBar({"stage1": cfg.train.stage1.steps, "stage2": cfg.train.stage2.steps},
                         out / "metrics.jsonl", not args.no_progress)
         try:
