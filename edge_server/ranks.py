@@ -43,6 +43,7 @@ ENV = ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE")
 # Followers wait in a collective while rank 0 evaluates (minutes for the whole test split
 # and many users); the launcher, or torchrun, stops them if rank 0 dies.
 COLLECTIVE_TIMEOUT_S = 6 * 3600
+ALIGN = 8  # bytes: the widest element a packed tensor is viewed as (int64, float64)
 
 
 # ---------------------------------------------------------------- tensors in one buffer
@@ -68,9 +69,10 @@ def pack(obj) -> tuple[object, torch.Tensor]:
         if torch.is_tensor(x):
             t = x.detach().cpu().contiguous()
             raw = (torch.view_as_real(t) if t.is_complex() else t).reshape(-1).view(torch.uint8)
-            chunks.append(raw)
+            pad = -raw.numel() % ALIGN  # the next tensor starts aligned, so it can be viewed in place
+            chunks.extend([raw, torch.zeros(pad, dtype=torch.uint8)])
             place = _T(offset, raw.numel(), str(t.dtype).removeprefix("torch."), tuple(t.shape))
-            offset += raw.numel()
+            offset += raw.numel() + pad
             return place
         if isinstance(x, dict):
             return {k: walk(v) for k, v in x.items()}
