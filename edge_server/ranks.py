@@ -227,7 +227,8 @@ def join(cfg: Config, edge: EdgeNode) -> Shards | None:
         return None
     missing = [k for k in ENV if k not in os.environ]
     if missing:
-        raise RuntimeError(f"edge.ranks={cfg.edge.ranks} but {', '.join(missing)} is not set; start the edge with "
+        raise RuntimeError(f"edge.ranks={cfg.edge.ranks} but {', '.join(missing)} "
+                           f"{'is' if len(missing) == 1 else 'are'} not set; start the edge with "
                            f"`tokcom run`, torchrun or SLURM, or set MASTER_ADDR, MASTER_PORT, RANK and WORLD_SIZE")
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     if world != cfg.edge.ranks:

@@ -171,7 +171,11 @@ def serve(cfg: Config, args: argparse.Namespace) -> int:
     fast_thread_switch()
     dataset, (lm, tok) = prepare_assets(cfg)
     edge = EdgeNode(cfg, lm, tok, pick_device(cfg.models.device, int(os.environ.get("LOCAL_RANK", 0))))
-    shards = ranks.join(cfg, edge)  # before serving: the port file means every rank has joined
+    try:
+        shards = ranks.join(cfg, edge)  # before serving: the port file means every rank has joined
+    except RuntimeError as e:
+        log.error("%s", e)
+        return 2
     if shards is not None and shards.rank > 0:
         log.info("edge rank %d of %d: training the users it is given by rank 0", shards.rank, shards.world)
         shards.follow(edge)
