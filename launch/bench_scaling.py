@@ -136,23 +136,29 @@ def one_run(config: str | None, overrides: list[str], out: Path, lock: str, time
         wall = time.perf_counter() - t0
     if left or child.returncode != 0:
         raise RuntimeError(f"the run with {overrides} failed; see {out.with_suffix('.log')}")
+    return {**read_run(out, overrides), "memory": mem, "wall_s": wall}
+
+
+def read_run(out: Path, overrides: list[str]) -> dict:
+    """The round figures of a finished run directory."""
     summary = json.loads((out / "summary.json").read_text())
     links = json.loads((out / "links.json").read_text())
     tl = summary["timeline"]
     parts = ("device_ms", "uplink_ms", "edge_ms", "downlink_ms")
     rounds = [sum(tl[k][i] for k in parts) for i in range(len(tl["step"]))]
     i_med = sorted(range(len(rounds)), key=rounds.__getitem__)[len(rounds) // 2]
-    messages = max(e["messages"] for e in links if e["link"] == "user0/audio->relay")  # rounds incl. evaluation
-    wire = sum(e["wire_bytes"] for e in links)
-    cfg_users = next(int(o.split("=")[1]) for o in overrides if o.startswith("users="))
+    users = next(int(o.split("=")[1]) for o in overrides if o.startswith("users="))
     concurrent = "train.schedule=concurrent" in overrides
+    # every (user, round) sends one audio uplink; a round has all users (concurrent) or one
+    user_rounds = sum(e["messages"] for e in links if e["direction"] == "uplink"
+                      and e["link"].startswith("user") and e["link"].endswith("/audio->relay"))
+    wire = sum(e["wire_bytes"] for e in links)
     per_round = summary["samples_per_s"] * summary["wall_s"] / sum(summary["steps"].values())  # training samples
     return {"round_ms": statistics.median(rounds), "parts_ms": {k: tl[k][i_med] for k in parts},
             "edge_share": statistics.median(tl["edge_ms"][i] / r for i, r in enumerate(rounds) if r > 0),
             "samples_per_round": per_round, "samples_per_s": per_round / (statistics.median(rounds) / 1e3),
-            "wire_bytes_per_round": wire / messages, "users": cfg_users,
-            "schedule": "concurrent" if concurrent else "sequential", "memory": mem, "wall_s": wall,
-            "processes": len(summary["processes"])}
+            "wire_bytes_per_round": wire / user_rounds * (users if concurrent else 1), "users": users,
+            "schedule": "concurrent" if concurrent else "sequential", "processes": len(summary["processes"])}
 
 
 # ---------------------------------------------------------------- the grid
