@@ -72,7 +72,8 @@ def test_concurrent_round_equals_one_computation_over_the_union(phase, small_cfg
         for m in ("audio", "video"):
             want = from_pairs(leaves[u][m].grad)
             assert torch.allclose(out.grads[u][m], want, rtol=1e-4, atol=1e-9), (u, m)
-    opt = torch.optim.AdamW(params, lr=getattr(cfg.train, phase).lr, weight_decay=getattr(cfg.train, phase).weight_decay)
+    st = getattr(cfg.train, phase)
+    opt = torch.optim.AdamW(params, lr=st.lr, weight_decay=st.weight_decay)
     opt.step()
     for p_edge, p_ref in zip(edge.trainable(phase), params):
         assert torch.allclose(p_edge, p_ref, rtol=1e-5, atol=1e-7)
