@@ -17,6 +17,8 @@ FADINGS = ("awgn", "rayleigh", "rician")
 CSI_MODES = ("perfect", "estimated", "none")
 EQUALIZERS = ("none", "zf", "mmse")
 MEDIA = ("dedicated", "tdma", "fdma")
+SCHEDULES = ("sequential", "concurrent")
+BACKENDS = ("auto", "gloo", "nccl")
 
 
 class ConfigError(ValueError):
@@ -285,11 +287,15 @@ class TrainConfig:
     # 0 keeps the paper's stage 1 (reconstruction + InfoNCE).
     caption_weight: float = 0.0
     checkpoint: bool = True
+    # sequential: step k trains user k mod N alone; concurrent: every user in every step,
+    # one loss over the union of their samples (edge_server.step)
+    schedule: str = "sequential"
 
     def __post_init__(self) -> None:
         require(self.tau > 0, "train.tau", "must be > 0")
         for key in ("recon_weight", "align_weight", "caption_weight"):
             require(getattr(self, key) >= 0, f"train.{key}", "must be >= 0")
+        require(self.schedule in SCHEDULES, "train.schedule", f"must be one of {SCHEDULES}")
 
 
 @dataclass(frozen=True)
@@ -315,6 +321,30 @@ class WireConfig:
 
 
 @dataclass(frozen=True)
+class EdgeConfig:
+    """The edge as `ranks` torch.distributed processes (edge_server.ranks): users sharded
+    across them, gradients all-reduced. `backend` auto: nccl with CUDA, gloo otherwise."""
+
+    ranks: int = 1
+    backend: str = "auto"
+
+    def __post_init__(self) -> None:
+        require(self.ranks >= 1, "edge.ranks", "must be >= 1")
+        require(self.backend in BACKENDS, "edge.backend", f"must be one of {BACKENDS}")
+
+
+@dataclass(frozen=True)
+class LaunchConfig:
+    """How `tokcom run` lays the roles out in processes: `devices_per_process` > 1 starts
+    device hosts (`tokcom devices`), each running that many users' devices of one modality."""
+
+    devices_per_process: int = 1
+
+    def __post_init__(self) -> None:
+        require(self.devices_per_process >= 1, "launch.devices_per_process", "must be >= 1")
+
+
+@dataclass(frozen=True)
 class Config:
     name: str = "tiny"
     seed: int = 0
@@ -327,6 +357,8 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     wire: WireConfig = field(default_factory=WireConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
+    edge: EdgeConfig = field(default_factory=EdgeConfig)
+    launch: LaunchConfig = field(default_factory=LaunchConfig)
 
     def __post_init__(self) -> None:
         require(self.users >= 1, "users", "must be >= 1")

@@ -41,13 +41,16 @@ def needed_clips(dataset, manifest: dict[str, list[str]]) -> list[str]:
     return sorted({clip_of(dataset, phase, i) for phase, ids in manifest.items() for i in ids})
 
 
-def build_device(cfg: Config, user: int, modality: str, dataset, cache_dir: Path,
-                 foundation=None) -> DeviceNode:
-    """A ready device. `foundation` = (lm, tokenizer) may be passed to share one load."""
+def build_devices(cfg: Config, users: list[int], modality: str, dataset, cache_dir: Path,
+                  foundation=None) -> list[DeviceNode]:
+    """Ready devices of `users` for one modality, sharing one frozen input path (the encoder's
+    cached features, or one copy of the LM's embedding table); each has its own transmitter
+    and optimiser. `foundation` = (lm, tokenizer) may be passed to share one load."""
     if modality == "text":
         lm, tok = foundation or load_foundation(cfg.models, dataset, cache_dir, cfg.seed)
-        table = lm.get_input_embeddings().weight.detach().float().cpu()  # (V, d)
-        return DeviceNode(cfg, user, modality, dataset, table.shape[1], tokenizer=tok, embed_table=table)
+        table = lm.get_input_embeddings().weight.detach().float().cpu().clone()  # (V, d), frozen
+        return [DeviceNode(cfg, u, modality, dataset, table.shape[1], tokenizer=tok, embed_table=table)
+                for u in users]
     sel = getattr(cfg.transmitter, modality)
     encoder = build_encoder(modality, cfg.models)
     if sel.tokens > encoder.num_tokens:
@@ -58,5 +61,11 @@ def build_device(cfg: Config, user: int, modality: str, dataset, cache_dir: Path
                               Path(cache_dir))
     train = needed_clips(dataset, {p: manifest[p] for p in ("stage1", "stage2")}) if cfg.transmitter.standardize \
         else None
-    return DeviceNode(cfg, user, modality, dataset, lm_width(cfg.models),
-                      features=FeatureBank(table, encoder.width, train))
+    bank = FeatureBank(table, encoder.width, train)
+    return [DeviceNode(cfg, u, modality, dataset, lm_width(cfg.models), features=bank) for u in users]
+
+
+def build_device(cfg: Config, user: int, modality: str, dataset, cache_dir: Path,
+                 foundation=None) -> DeviceNode:
+    """One ready device (see `build_devices`)."""
+    return build_devices(cfg, [user], modality, dataset, cache_dir, foundation)[0]

@@ -55,7 +55,7 @@ class DeviceClient:
                 kind = down.WhichOneof("msg")
                 if kind == "welcome":
                     self.run_id = down.welcome.run_id
-                    log.info("registered with run %s", self.run_id)
+                    log.info("%s registered with run %s", self.name, self.run_id)
                 elif kind == "tasks" and not stopped:
                     for task in down.tasks.tasks:
                         if self._task(task, outbox):
@@ -114,6 +114,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads for this device")
 
 
+def node_info(cfg, node: DeviceNode, dataset) -> pb.NodeInfo:
+    """The Hello of `node`: its name and the digests the edge compares."""
+    model_digest = embedding_fingerprint(node.embed) if node.modality == "text" else ""
+    return pb.NodeInfo(node=node.node, user=node.user, modality=node.modality, role="device", pid=os.getpid(),
+                       host=socket.gethostname(), config_digest=config_digest(cfg), data_digest=dataset.digest(),
+                       model_digest=model_digest)
+
+
 def run(args: argparse.Namespace) -> int:
     setup_logging("device", f"user{args.user}/{args.modality}")
     stop_on_signals()
@@ -131,13 +139,9 @@ def run(args: argparse.Namespace) -> int:
     except TimeoutError as e:
         log.error("relay: %s", e)
         return 1
-    model_digest = embedding_fingerprint(node.embed) if args.modality == "text" else ""
-    info = pb.NodeInfo(node=node.node, user=args.user, modality=args.modality, role="device", pid=os.getpid(),
-                       host=socket.gethostname(), config_digest=config_digest(cfg), data_digest=dataset.digest(),
-                       model_digest=model_digest)
     client = DeviceClient(node, pb_grpc.TokenLinkStub(channel), cfg.wire.precision, Path(args.state_dir))
     try:
-        client.serve(info)
+        client.serve(node_info(cfg, node, dataset))
     except grpc.RpcError as e:
         log.error("%s: %s", e.code().name, e.details())
         return 1

@@ -68,7 +68,7 @@ class DeviceNode:
         if modality == "text":
             if tokenizer is None or embed_table is None:
                 raise ValueError("the text node needs the LM tokenizer and its embedding table")
-            self.embed = embed_table.detach().clone().requires_grad_(False)  # (V, d), frozen
+            self.embed = embed_table.detach()  # (V, d), frozen; devices of one host share it
             self.s = cfg.data.text_len
             self.tx = TokenTransmitter(width, width, project=False)
         else:

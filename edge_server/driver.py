@@ -2,8 +2,10 @@
 
 The loop is the same for the in-process reference and the gRPC cluster; only the
 `Transport` differs (how the step's symbols reach the edge and how gradients go
-back). Multi-user: training step k serves user k mod N; evaluation runs every
-user over the whole evaluation split.
+back). Multi-user (`train.schedule`, see edge_server.step): `sequential` serves user
+k mod N at training step k, `concurrent` every user at every step, its uplinks all in
+flight at once; evaluation runs every user over the whole evaluation split (in
+`concurrent`, every user's evaluation batch k in one round).
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from tqdm import tqdm
 
 from edge_server.evaluate import Scorer
 from edge_server.rundir import RunDir
-from edge_server.step import EdgeNode, Received
+from edge_server.step import EdgeNode, Received, UserBatch, round_plan
 from foundation.assets import cache_dir
 from foundation.baselines import answer_prior_baselines
 from foundation.data import open_dataset
@@ -26,11 +28,18 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class Exchange:
-    """One round's uplink, as the edge sees it."""
+class Uplink:
+    """One user's uplink in a round, as the edge sees it."""
 
     received: dict[str, Received]
     labels: dict
+
+
+@dataclass
+class Exchange:
+    """One round's uplinks, every user of the round, as the edge sees them."""
+
+    users: dict[int, Uplink]
     device_ms: float = 0.0  # slowest device's compute
     uplink_ms: float = 0.0  # the rest of the round's uplink wall time
     airtime_ms: float = 0.0  # modelled airtime of the slowest device uplink (0: unlimited rates)
@@ -62,9 +71,11 @@ class Timeline:
 
 
 class Transport(Protocol):
-    def exchange(self, user: int, phase: str, step: int, ids: list[str]) -> Exchange: ...
+    def exchange(self, phase: str, step: int, ids: dict[int, list[str]]) -> Exchange:
+        """TRANSMIT `ids[u]` to every device of each user u, all at once; their uplinks."""
 
-    def send_grads(self, user: int, phase: str, step: int, grads: dict[str, torch.Tensor]) -> None: ...
+    def send_grads(self, phase: str, step: int, grads: dict[int, dict[str, torch.Tensor]]) -> None:
+        """UPDATE each user's trained devices with the gradient of their symbols (b, c)."""
 
     def save_devices(self, ckpt_dir: str) -> None: ...
 
@@ -115,13 +126,14 @@ class Driver:
         st = getattr(self.cfg.train, phase)
         t_start = time.perf_counter()
         for step in range(st.steps):
-            user = step % self.cfg.users
-            ids = self.edge.sample_ids(self.manifest, phase, step)
+            plan = round_plan(self.cfg.train.schedule, self.cfg.users, step)
+            ids = {u: self.edge.sample_ids(self.manifest, phase, slot) for u, slot in plan}
             t0 = time.perf_counter()
-            ex = self.transport.exchange(user, phase, step, ids)
-            out = self.edge.train_step(user, phase, step, ex.received, ex.labels)
+            ex = self.transport.exchange(phase, step, ids)
+            out = self.edge.train_step(phase, step, [UserBatch(u, slot, ex.users[u].received, ex.users[u].labels)
+                                                     for u, slot in plan])
             t1 = time.perf_counter()
-            self.transport.send_grads(user, phase, step, out.grads)
+            self.transport.send_grads(phase, step, out.grads)
             down_ms = (time.perf_counter() - t1) * 1e3
             self.timer.add(device_compute=ex.device_ms, uplink=ex.uplink_ms, edge_compute=out.compute_ms,
                            downlink=down_ms, total=(time.perf_counter() - t0) * 1e3)
@@ -130,7 +142,8 @@ class Driver:
             rec = self.losses.setdefault(phase, {"first": out.loss})
             rec["last"] = out.loss
             if step % st.log_every == 0 or step == st.steps - 1:
-                self.run_dir.log_metrics({"stage": phase, "step": step, "user": user, "loss": out.loss,
+                who = {"user": plan[0][0]} if len(plan) == 1 else {"users": len(plan)}
+                self.run_dir.log_metrics({"stage": phase, "step": step, **who, "loss": out.loss,
                                           "lr": st.lr, "wall_s": time.perf_counter() - t_start, **out.parts})
             bar.set_postfix_str(f"{phase} loss {out.loss:.4f}")
             bar.update(1)
@@ -141,16 +154,20 @@ class Driver:
         ids = self.manifest["eval"]
         if self.cfg.eval.max_samples:
             ids = ids[: self.cfg.eval.max_samples]
-        for user in range(self.cfg.users):
+        users = list(range(self.cfg.users))
+        groups = [users] if self.cfg.train.schedule == "concurrent" else [[u] for u in users]
+        for group in groups:
             for k, (chunk, real) in enumerate(eval_batches(ids, b)):
-                ex = self.transport.exchange(user, "eval", k, chunk)
-                preds = self.edge.predict(user, ex.received, ex.labels)
-                lab = ex.labels
-                scorer.add(user, lab["qtypes"][:real], preds[:real], lab["answers"][:real])
-                for qid, qt, p, a in zip(chunk[:real], lab["qtypes"], preds, lab["answers"]):
-                    self.run_dir.log_prediction({"user": user, "question_id": qid, "qtype": qt, "answer": a,
-                                                 "prediction": p})
-                bar.update(1)
+                ex = self.transport.exchange("eval", k, {u: chunk for u in group})
+                for user in group:
+                    up = ex.users[user]
+                    preds = self.edge.predict(user, up.received, up.labels)
+                    lab = up.labels
+                    scorer.add(user, lab["qtypes"][:real], preds[:real], lab["answers"][:real])
+                    for qid, qt, p, a in zip(chunk[:real], lab["qtypes"], preds, lab["answers"]):
+                        self.run_dir.log_prediction({"user": user, "question_id": qid, "qtype": qt, "answer": a,
+                                                     "prediction": p})
+                    bar.update(1)
         return scorer.summary()
 
     def probe(self, tag: str) -> None:
@@ -161,8 +178,8 @@ class Driver:
         ids = self.manifest["probe"][:n]
         feats: dict[str, list[torch.Tensor]] = {}
         for k, (chunk, real) in enumerate(eval_batches(ids, self.cfg.eval.batch)):
-            ex = self.transport.exchange(0, "probe", k + (0 if tag == "before" else 10**6), chunk)
-            for m, f in self.edge.probe(0, ex.received, ex.labels).items():
+            ex = self.transport.exchange("probe", k + (0 if tag == "before" else 10**6), {0: chunk})
+            for m, f in self.edge.probe(0, ex.users[0].received, ex.users[0].labels).items():
                 feats.setdefault(m, []).append(f[:real])
         torch.save({"clip_ids": ids, **{m: torch.cat(v) for m, v in feats.items()}},
                    self.run_dir.path / f"probe_{tag}.pt")
@@ -184,7 +201,8 @@ class Driver:
         self.transport.finish()
         wall = time.perf_counter() - t0
         steps = {p: getattr(self.cfg.train, p).steps for p in ("stage1", "stage2")}
-        samples = sum(getattr(self.cfg.train, p).steps * getattr(self.cfg.train, p).batch for p in steps)
+        per_round = self.cfg.users if self.cfg.train.schedule == "concurrent" else 1
+        samples = per_round * sum(getattr(self.cfg.train, p).steps * getattr(self.cfg.train, p).batch for p in steps)
         summary = {"accuracy": accuracy, "steps": steps, "wall_s": wall,
                    "samples_per_s": samples / wall if wall > 0 else 0.0,
                    "step_time_breakdown_ms": self.timer.mean(),

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import torch
 
 from configs.schema import MODALITIES, Config
-from edge_server.driver import Exchange
+from edge_server.driver import Exchange, Uplink
 from edge_server.step import TRAINED_DEVICES, Received
 from protos.meter import LinkMeter
 
@@ -77,7 +77,8 @@ class _Tokens:
 
 
 class EdgeHub:
-    def __init__(self, cfg: Config, digests: dict[str, str], widths: dict[str, int], on_register=None):
+    def __init__(self, cfg: Config, digests: dict[str, str], widths: dict[str, int], on_register=None,
+                 edges: list[dict] | None = None):
         self.cfg, self.digests, self.widths = cfg, digests, widths
         self.expected = ["relay"] + cfg.link_names()
         self.run_id = uuid.uuid4().hex[:12]
@@ -87,7 +88,8 @@ class EdgeHub:
         self.tokens: dict[tuple[str, str, int], _Tokens] = {}
         self.reports: dict[str, list[dict]] = {}
         self.meter = LinkMeter()  # the links whose receiver is the edge (relay->edge)
-        self.me = {"role": "edge", "pid": os.getpid(), "host": socket.gethostname()}
+        # the edge's processes: this one, or every rank of a multi-rank edge (edge_server.ranks)
+        self.edges = edges or [{"role": "edge", "pid": os.getpid(), "host": socket.gethostname()}]
         self._send: Callable[[list[tuple[str, TaskSpec]]], None] | None = None
         self._pending: list[tuple[str, TaskSpec]] = []  # queued for the next batch
 
@@ -222,30 +224,35 @@ class EdgeHub:
             raise DeviceTimeout(sorted({n for n, _ in batch}), "the relay's stream is closed")
         send(batch)
 
-    def exchange(self, user: int, phase: str, step: int, ids: list[str]) -> Exchange:
-        names = [f"user{user}/{m}" for m in MODALITIES]
+    def exchange(self, phase: str, step: int, ids: dict[int, list[str]]) -> Exchange:
+        """TRANSMIT to every device of the round's users in one batch; wait for all their tokens."""
+        names = {u: [f"user{u}/{m}" for m in MODALITIES] for u in ids}
         t0 = time.perf_counter()
         with self.cond:
-            for n in names:
-                self.nodes[n].expect = (phase, step, len(ids))
-        for n in names:
-            self._queue(n, TaskSpec("TRANSMIT", phase, step, list(ids)))
+            for u, ns in names.items():
+                for n in ns:
+                    self.nodes[n].expect = (phase, step, len(ids[u]))
+        for u, ns in names.items():
+            for n in ns:
+                self._queue(n, TaskSpec("TRANSMIT", phase, step, list(ids[u])))
         self._flush()
-        keys = [(n, phase, step) for n in names]
+        keys = [(n, phase, step) for ns in names.values() for n in ns]
         self._wait(lambda: all(k in self.tokens for k in keys),
                    lambda: [k[0] for k in keys if k not in self.tokens], f"{phase} step {step} tokens")
         with self.cond:
-            got = {k[0].split("/")[-1]: self.tokens.pop(k) for k in keys}
+            got = {k[0]: self.tokens.pop(k) for k in keys}
         device_ms = max(v.compute_ms for v in got.values())
-        return Exchange({m: v.received for m, v in got.items()}, got["text"].labels, device_ms,
-                        max(0.0, (time.perf_counter() - t0) * 1e3 - device_ms),
+        users = {u: Uplink({n.split("/")[-1]: got[n].received for n in ns}, got[f"user{u}/text"].labels)
+                 for u, ns in names.items()}
+        return Exchange(users, device_ms, max(0.0, (time.perf_counter() - t0) * 1e3 - device_ms),
                         max(v.airtime_s for v in got.values()) * 1e3)
 
-    def send_grads(self, user: int, phase: str, step: int, grads: dict[str, torch.Tensor]) -> None:
+    def send_grads(self, phase: str, step: int, grads: dict[int, dict[str, torch.Tensor]]) -> None:
         """UPDATE to each device that trains, queued for the next batch; never waited for."""
-        for m in TRAINED_DEVICES:
-            if grads.get(m) is not None:
-                self._queue(f"user{user}/{m}", TaskSpec("UPDATE", phase, step, grad=grads[m]))
+        for u, by_modality in grads.items():
+            for m in TRAINED_DEVICES:
+                if by_modality.get(m) is not None:
+                    self._queue(f"user{u}/{m}", TaskSpec("UPDATE", phase, step, grad=by_modality[m]))
 
     def _deliver_and_wait(self, kind: str, path: str, what: str) -> None:
         devices = [n for n in self.expected if n != "relay"]
@@ -292,7 +299,7 @@ class EdgeHub:
         return merged.report()
 
     def processes(self) -> list[dict]:
-        procs = [self.me]
+        procs = list(self.edges)
         for name in self.expected:
             if name in self.nodes:
                 i = self.nodes[name].info

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import threading
 import time
 
@@ -25,6 +26,7 @@ from configs.schema import Config
 from configs.loader import config_digest, load_config
 from edge_server.driver import Driver
 from edge_server.hub import DeviceTimeout, EdgeHub, HubError, TaskSpec
+from edge_server import ranks
 from edge_server.rundir import RunDir
 from edge_server.step import EdgeNode, Received, pick_device
 from foundation.assets import prepare_assets
@@ -168,13 +170,23 @@ def serve(cfg: Config, args: argparse.Namespace) -> int:
     stop_on_signals()
     fast_thread_switch()
     dataset, (lm, tok) = prepare_assets(cfg)
-    edge = EdgeNode(cfg, lm, tok, pick_device(cfg.models.device))
+    edge = EdgeNode(cfg, lm, tok, pick_device(cfg.models.device, int(os.environ.get("LOCAL_RANK", 0))))
+    try:
+        shards = ranks.join(cfg, edge)  # before serving: the port file means every rank has joined
+    except RuntimeError as e:
+        log.error("%s", e)
+        return 2
+    if shards is not None and shards.rank > 0:
+        log.info("edge rank %d of %d: training the users it is given by rank 0", shards.rank, shards.world)
+        shards.follow(edge)
+        return 0
     width = lm.config.hidden_size
     digests = {"config_digest": config_digest(cfg), "data_digest": dataset.digest(),
                "model_digest": embedding_fingerprint(lm.get_input_embeddings().weight)}
     health_servicer = health.HealthServicer()
     hub = EdgeHub(cfg, digests, {"audio": width, "video": width, "text": width},
-                  on_register=lambda n: health_servicer.set(f"node:{n}", health_pb2.HealthCheckResponse.SERVING))
+                  on_register=lambda n: health_servicer.set(f"node:{n}", health_pb2.HealthCheckResponse.SERVING),
+                  edges=shards.processes if shards is not None else None)
     server = start_server(lambda s: pb_grpc.add_TokenLinkServicer_to_server(EdgeServicer(hub, cfg), s),
                           args.listen, cfg.wire.max_message_mb, workers=16, port_file=args.port_file,
                           health_servicer=health_servicer)
@@ -195,6 +207,8 @@ def serve(cfg: Config, args: argparse.Namespace) -> int:
         Driver(cfg, edge, hub, {}, run_dir, False).save_edge()
         code = 130
     finally:
+        if shards is not None:
+            shards.close()
         run_dir.close()
         server.stop()
     return code

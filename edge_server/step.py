@@ -3,11 +3,21 @@
 Legend: b batch, s tokens, d LM width, c = s*d/2 complex symbols, L text tokens,
 A answer tokens.
 
-Per round the edge gets, for each modality of one user, the received symbols
-(after the channel) with the CSI the relay passes, plus the text node's ideal label
-payload. It runs the receivers and the stage's loss, steps its own optimiser
+Per round the edge gets, for each user of the round and each modality, the received
+symbols (after the channel) with the CSI the relay passes, plus the text node's ideal
+label payload. It runs the receivers and the stage's loss, steps its own optimiser
 (receivers, and LoRA in stage 2), and returns the gradient of the loss with respect
 to each trainable device's received symbols (dL/dRe + j dL/dIm, shape (b, c)).
+
+Schedules (`train.schedule`, `round_plan`): `sequential` serves user k mod N at step k
+with the sampler's batch k; `concurrent` serves every user u at step k with the
+sampler's batch k*N + u, so the users draw disjoint batches from one seeded permutation
+per epoch (with one user the two schedules are the same run). A round's loss is the
+mean over the union of its samples: sum_u (b_u / B) L_u, where L_u is the stage's loss
+on user u's batch exactly as a one-user round computes it (InfoNCE takes its negatives
+from the same user's batch) and B = sum_u b_u. Each user's forward draws its LoRA
+dropout from a generator seeded by its batch index, so which process computes a user
+(edge_server.ranks) never changes the numbers.
 """
 from __future__ import annotations
 
@@ -38,19 +48,41 @@ class Received:
 
 
 @dataclass
+class UserBatch:
+    """One user's share of a training round."""
+
+    user: int
+    slot: int  # the sampler's batch index: picks the samples, seeds the LoRA dropout
+    received: dict[str, Received]
+    labels: dict
+
+    @property
+    def size(self) -> int:
+        return int(self.labels["text_mask"].shape[0])
+
+
+@dataclass
 class StepOutput:
-    loss: float
+    loss: float  # sum_u (b_u / B) L_u over the users this output covers
     parts: dict[str, float]
-    grads: dict[str, torch.Tensor] = field(default_factory=dict)  # modality -> (b, c) complex64
+    grads: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)  # user -> modality -> (b, c) complex64
     compute_ms: float = 0.0
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def round_plan(schedule: str, users: int, step: int) -> list[tuple[int, int]]:
+    """The (user, sampler batch index) pairs that train at `step`."""
+    if schedule == "concurrent":
+        return [(u, step * users + u) for u in range(users)]
+    return [(step % users, step)]
+
+
+def pick_device(name: str, local_rank: int = 0) -> torch.device:
+    """The edge's device; with CUDA, GPU `local_rank` (an edge rank's LOCAL_RANK)."""
     if name == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("models.device=cuda but no CUDA device is visible; use models.device=auto or cpu")
-    return torch.device(name)
+    if name == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", local_rank)
 
 
 class EdgeNode:
@@ -70,10 +102,11 @@ class EdgeNode:
         self.lm.to(self.device)
         self.opt: torch.optim.Optimizer | None = None
         self.opt_phase = ""
+        self.shards = None  # edge_server.ranks.Shards when the edge runs as several ranks
 
     # ------------------------------------------------------------- schedule
     def sample_ids(self, manifest: dict[str, list[str]], phase: str, step: int) -> list[str]:
-        """The step's samples: a seeded permutation per epoch, full batches only."""
+        """The sampler's batch number `step`: a seeded permutation per epoch, full batches only."""
         ids = manifest[phase]
         b = getattr(self.cfg.train, phase).batch
         per_epoch = len(ids) // b
@@ -124,32 +157,56 @@ class EdgeNode:
         return torch.cat(parts, dim=1), torch.cat(masks, dim=1)  # (b, P, d), (b, P)
 
     # ------------------------------------------------------------- the step
-    def train_step(self, user: int, phase: str, step: int, received: dict[str, Received],
-                   labels: dict) -> StepOutput:
+    def train_step(self, phase: str, step: int, batches: list[UserBatch]) -> StepOutput:
+        """One round over `batches` (every user of the round): one loss, one optimiser step.
+
+        With several edge ranks (`self.shards`), rank 0 hands each rank its users' batches,
+        every rank runs `train_share` on its own, and rank 0 collects the users' gradients."""
         t0 = time.perf_counter()
+        total = sum(b.size for b in batches)
+        if self.shards is not None:
+            batches = self.shards.scatter(phase, step, total, batches)
+        out = self.train_share(phase, batches, total)
+        if self.shards is not None:
+            out = self.shards.gather(out)
+        out.compute_ms = (time.perf_counter() - t0) * 1e3
+        return out
+
+    def train_share(self, phase: str, batches: list[UserBatch], total: int) -> StepOutput:
+        """This process's users of a round of `total` samples: backward of (b_u / total) L_u per
+        user, the gradients summed over the edge ranks, then the optimiser step."""
         self._set_phase(phase)
         self.receivers.train()
         self.lm.train()
-        leaves = {m: as_pairs(received[m].y).to(self.device).requires_grad_(True)
-                  for m in TRAINED_DEVICES if m in received}  # (b, c, 2)
-        text_mask = labels["text_mask"].to(self.device)
-        devices = [self.device] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):  # LoRA dropout, replayable per step
-            torch.manual_seed(derive_seed(self.cfg.seed, "edge", phase, step))
-            toks = self._receive(user, received, leaves)
-            if phase == "stage1":
-                loss, parts = self._stage1(toks, labels["text_ids"].to(self.device), text_mask)
-            else:
-                prefix, pmask = self._prefix(toks, text_mask)
-                loss = self.lm.answer_loss(prefix, pmask, labels["answer_ids"].to(self.device),
-                                           labels["answer_mask"].to(self.device))
-                parts = {"lm": loss.item()}
         self.opt.zero_grad()
-        loss.backward()
+        devices = [self.device] if self.device.type == "cuda" else []
+        loss_sum, parts_sum, grads = 0.0, {}, {}
+        for batch in batches:
+            w = batch.size / total
+            leaves = {m: as_pairs(batch.received[m].y).to(self.device).requires_grad_(True)
+                      for m in TRAINED_DEVICES if m in batch.received}  # (b, c, 2)
+            labels = batch.labels
+            text_mask = labels["text_mask"].to(self.device)
+            with torch.random.fork_rng(devices=devices):  # LoRA dropout, replayable per user batch
+                torch.manual_seed(derive_seed(self.cfg.seed, "edge", phase, batch.slot))
+                toks = self._receive(batch.user, batch.received, leaves)
+                if phase == "stage1":
+                    loss, parts = self._stage1(toks, labels["text_ids"].to(self.device), text_mask)
+                else:
+                    prefix, pmask = self._prefix(toks, text_mask)
+                    loss = self.lm.answer_loss(prefix, pmask, labels["answer_ids"].to(self.device),
+                                               labels["answer_mask"].to(self.device))
+                    parts = {"lm": loss.item()}
+            (loss * w).backward()
+            loss_sum += w * loss.item()
+            for k, v in parts.items():
+                parts_sum[k] = parts_sum.get(k, 0.0) + w * v
+            grads[batch.user] = {m: from_pairs(leaf.grad if leaf.grad is not None else torch.zeros_like(leaf))
+                                 .detach().cpu() for m, leaf in leaves.items()}  # unused modality: zero
+        if self.shards is not None:
+            self.shards.all_reduce_grads(self.trainable(phase))
         self.opt.step()
-        grads = {m: from_pairs(leaf.grad if leaf.grad is not None else torch.zeros_like(leaf)).detach().cpu()
-                 for m, leaf in leaves.items()}  # a modality the LM does not use gets zero gradient
-        return StepOutput(loss.item(), parts, grads, (time.perf_counter() - t0) * 1e3)
+        return StepOutput(loss_sum, parts_sum, grads)
 
     def _stage1(self, toks: dict[str, torch.Tensor], text_ids: torch.Tensor, text_mask: torch.Tensor):
         """Text reconstruction (MSE) + InfoNCE of pooled audio/video vs pooled clean text,

@@ -17,7 +17,7 @@ from pathlib import Path
 from torch.utils.tensorboard import SummaryWriter
 
 # metrics.jsonl keys that are bookkeeping, not curves
-_NOT_CURVES = {"stage", "step", "user", "wall_s"}
+_NOT_CURVES = {"stage", "step", "user", "users", "wall_s"}
 _LINK_FIGURES = ("payload_bytes", "channel_uses")
 _LATENCIES = ("p50", "p95")
 

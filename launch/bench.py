@@ -43,6 +43,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rounds", type=int, default=40, help="rounds at the paper's shapes")
     p.add_argument("--repeats", type=int, default=10, help="timed messages per size for the hop figure")
     p.add_argument("--only", default="", help="comma list of figures to measure: rounds,hop,paper (default all)")
+    p.add_argument("--scaling", action="store_true",
+                   help="instead: the many-users benchmark (launch/bench_scaling.py): OUT/scaling.json, scaling.png")
+    p.add_argument("--scaling-users", default="1,2,4,8,16,32", help="user counts of --scaling")
+    p.add_argument("--scaling-steps", default="2,8", help="stage-1,stage-2 rounds of each --scaling run")
+    p.add_argument("--per-host", type=int, default=16, help="users per device host in --scaling")
+    p.add_argument("--lock", default="", help="hold flock(2) on this file during each --scaling run, e.g. "
+                                                "/tmp/tokcom-bench.lock, so timings never overlap")
 
 
 def machine() -> dict:
@@ -200,6 +207,8 @@ def table(res: dict) -> str:
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.scaling:
+        return scaling(args, out)
     only = set(filter(None, args.only.split(","))) or {"rounds", "hop", "paper"}
     res: dict = {"machine": machine(), "targets": TARGETS}
     if "rounds" in only:
@@ -216,4 +225,17 @@ def run(args: argparse.Namespace) -> int:
     m = res["machine"]
     sys.stdout.write(f"{m['cpus']} x {m['cpu_model']}; python {m['python']}, torch {m['torch']}, grpc {m['grpc']}\n"
                      + table(res) + f"\nwritten to {out / 'bench.json'}\n")
+    return 0
+
+
+def scaling(args: argparse.Namespace, out: Path) -> int:
+    from launch import bench_scaling
+
+    a, b = (int(x) for x in args.scaling_steps.split(","))
+    res = bench_scaling.run_scaling(args.config, args.overrides, out, [int(u) for u in args.scaling_users.split(",")],
+                                    (a, b), args.per_host, args.lock, 3600.0)
+    res["machine"] = machine()
+    (out / "scaling.json").write_text(json.dumps(res, indent=2))
+    bench_scaling.figure(res, out / "scaling.png")
+    sys.stdout.write(bench_scaling.table(res) + f"\nwritten to {out / 'scaling.json'} and {out / 'scaling.png'}\n")
     return 0

@@ -175,12 +175,12 @@ def edge(cfg, port_file: str, width: int, rounds: int, out: str) -> None:
     rows = []
     for k in range(rounds):
         t0 = time.perf_counter()
-        ex = hub.exchange(0, "stage1", k, ids)
+        ex = hub.exchange("stage1", k, {0: ids})
         t1 = time.perf_counter()
         grads = {m: torch.randn(b, _shapes(cfg)[m] * width // 2, dtype=torch.complex64, generator=gen)
                  for m in ("audio", "video")}
         t2 = time.perf_counter()
-        hub.send_grads(0, "stage1", k, grads)
+        hub.send_grads("stage1", k, {0: grads})
         t3 = time.perf_counter()
         rows.append({"round_ms": (t3 - t0 - (t2 - t1)) * 1e3, "device_ms": ex.device_ms})
     hub.finish()

@@ -18,6 +18,7 @@ COMMANDS = {
     "edge": ("edge_server.server", "run the edge server (receivers + LoRA LM; drives the rounds)"),
     "relay": ("channel.relay", "run the channel relay between the devices and the edge"),
     "device": ("device_node.client", "run one device (one user and modality)"),
+    "devices": ("device_node.host", "run several users' devices of one modality in one process (a device host)"),
     "prepare": ("foundation.data.prepare", "turn raw videos into the frames and 16 kHz WAV the loaders read"),
     "sweep": ("launch.sweep", "run a grid of runs (SNR, fading, token lengths, alignment, tau, seeds); resumable"),
     "report": ("launch.report", "figures and report.md for a run or sweep directory"),

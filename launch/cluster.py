@@ -1,6 +1,7 @@
 """`tokcom run`: the whole cluster on this machine with one command.
 
-Prepares the cached assets once, then starts the edge, the relay and one device per
+Prepares the cached assets once, then starts the edge (with `edge.ranks` > 1, its ranks
+1..R-1 first, on an env:// rendezvous at a port the OS picked), the relay and one device per
 (user, modality) as separate OS processes (`python -m launch.cli <role>`), each
 logging to `<out>/logs/<name>.log`. Each start waits for the child's port file and
 its grpc.health.v1 check; the devices count as ready once the edge reports
@@ -26,8 +27,10 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from configs.schema import MODALITIES, Config
 from configs.loader import load_config
 from foundation.assets import prepare_assets
-from launch.procs import Child, ChildExited, Children, DeadlineExceeded, HealthProbe, child_env, read_port, wait_until
+from launch.procs import (Child, ChildExited, Children, DeadlineExceeded, HealthProbe, child_env, free_port, read_port,
+                          wait_until)
 from configs.args import add_config_arguments
+from device_node.host import format_users
 from protos.meter import format_links
 
 log = logging.getLogger(__name__)
@@ -178,11 +181,13 @@ def _role_argv(role: str, args: argparse.Namespace, *extra: str) -> list[str]:
     return argv + list(extra)
 
 
-def _start_server(children: Children, name: str, argv: list[str], logs: Path, deadline: float) -> tuple[Child, str]:
+def _start_server(children: Children, name: str, argv: list[str], logs: Path, deadline: float,
+                  env: dict[str, str] | None = None) -> tuple[Child, str]:
     """Start a child that writes a port file and serves health ""; return it and its address once SERVING."""
     port_file = logs / f"{name}.port"
     port_file.unlink(missing_ok=True)
-    child = children.start(name, argv + ["--port-file", str(port_file)], logs / f"{name}.log", child_env(REPO_ROOT))
+    child = children.start(name, argv + ["--port-file", str(port_file)], logs / f"{name}.log",
+                           env or child_env(REPO_ROOT))
     port = wait_until(f"the {name} port file {port_file}", lambda: read_port(port_file), children, deadline)
     address = f"{HOST}:{port}"
     with HealthProbe(address) as health:
@@ -191,24 +196,45 @@ def _start_server(children: Children, name: str, argv: list[str], logs: Path, de
     return child, address
 
 
+def _start_devices(cfg: Config, args: argparse.Namespace, children: Children, relay_addr: str,
+                   out: Path) -> list[Child]:
+    """One process per device, or with `launch.devices_per_process` K > 1 one device host per
+    modality and K consecutive users."""
+    state = ["--relay", relay_addr, "--state-dir", str(out / "checkpoints" / "devices")]
+    k, started = cfg.launch.devices_per_process, []
+    for m in MODALITIES:
+        for first in range(0, cfg.users, k):
+            users = list(range(first, min(first + k, cfg.users)))
+            if k == 1:
+                name, argv = f"device-user{first}-{m}", _role_argv("device", args, *state, "--user", str(first),
+                                                                   "--modality", m)
+            else:
+                name, argv = f"devices-{m}-users{format_users(users)}", _role_argv(
+                    "devices", args, *state, "--users", format_users(users), "--modality", m)
+            started.append(children.start(name, argv, out / "logs" / f"{name}.log", child_env(REPO_ROOT)))
+    return started
+
+
 def run_cluster(cfg: Config, args: argparse.Namespace, children: Children, deadline: float) -> None:
     """Start every role, supervise the run, and return once the edge has finished and the others are down."""
     out = Path(args.out)
     logs = out / "logs"
-    edge, edge_addr = _start_server(children, "edge", _role_argv(
-        "edge", args, "--out", str(out), "--listen", f"{HOST}:0", "--no-progress"), logs, deadline)
+    edge_argv = _role_argv("edge", args, "--out", str(out), "--listen", f"{HOST}:0", "--no-progress")
+    rendezvous = {"MASTER_ADDR": HOST, "MASTER_PORT": str(free_port(HOST)), "WORLD_SIZE": str(cfg.edge.ranks)}
+
+    def rank_env(r: int) -> dict[str, str] | None:
+        return {**child_env(REPO_ROOT), **rendezvous, "RANK": str(r), "LOCAL_RANK": str(r)} \
+            if cfg.edge.ranks > 1 else None
+
+    for r in range(1, cfg.edge.ranks):  # they wait in the rendezvous for rank 0, which serves once all joined
+        children.start(f"edge-rank{r}", edge_argv, logs / f"edge-rank{r}.log", rank_env(r))
+    edge, edge_addr = _start_server(children, "edge", edge_argv, logs, deadline, rank_env(0))
     with HealthProbe(edge_addr) as edge_health:
         relay, relay_addr = _start_server(children, "relay", _role_argv(
             "relay", args, "--listen", f"{HOST}:0", "--edge", edge_addr), logs, deadline)
         wait_until("the relay's registration with the edge", lambda: edge_health.serving("node:relay"),
                    children, deadline)
-        devices = []
-        for u in range(cfg.users):
-            for m in MODALITIES:
-                devices.append(children.start(f"device-user{u}-{m}", _role_argv(
-                    "device", args, "--relay", relay_addr, "--user", str(u), "--modality", m,
-                    "--state-dir", str(out / "checkpoints" / "devices")),
-                    logs / f"device-user{u}-{m}.log", child_env(REPO_ROOT)))
+        devices = _start_devices(cfg, args, children, relay_addr, out)
         bar = RoundsBar({"stage1": cfg.train.stage1.steps, "stage2": cfg.train.stage2.steps},
                         out / "metrics.jsonl", not args.no_progress)
         try:

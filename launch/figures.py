@@ -164,3 +164,25 @@ def link_bars(entries: list[dict], path: str | Path) -> Path:
     for ax in (a1, a2):
         ax.grid(alpha=0.3, axis="x")
     return _save(fig, path)
+
+
+def scaling_figure(series: dict[str, dict[str, list[float]]], path: str | Path) -> Path:
+    """Round time and samples per second against users, one line per schedule; beside the
+    concurrent round time, the line it would follow if it grew as its wire bytes per round.
+    series: schedule -> {"users", "round_ms", "samples_per_s", "wire"} (lists, users ascending)."""
+    fig, (ax_t, ax_s) = plt.subplots(1, 2, figsize=(11, 4))
+    for name, s in series.items():
+        ax_t.plot(s["users"], s["round_ms"], marker="o", label=f"{name}: round time")
+        ax_s.plot(s["users"], s["samples_per_s"], marker="o", label=name)
+    if "concurrent" in series:
+        c = series["concurrent"]
+        bytes_line = [c["round_ms"][0] * w / c["wire"][0] for w in c["wire"]]
+        ax_t.plot(c["users"], bytes_line, linestyle="--", color="grey", label="concurrent, grown as wire bytes")
+    for ax, label in ((ax_t, "median training round (ms)"), (ax_s, "training samples per second")):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("users (3 devices each)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    ax_t.set_yscale("log")
+    return _save(fig, path)

@@ -21,7 +21,7 @@ from channel.hop import ChannelHop
 from channel.link import expand_csi
 from configs.schema import MODALITIES, Config
 from device_node.step import DeviceNode
-from edge_server.driver import Exchange
+from edge_server.driver import Exchange, Uplink
 from edge_server.step import Received
 from protos.meter import LinkMeter
 from protos.precision import round_to_wire, symbol_bytes
@@ -46,46 +46,50 @@ class InProcessTransport:
                           airtime_s=t.airtime_s, queueing_s=t.queueing_s, propagation_s=t.propagation_s)
         return t.arrive
 
-    def exchange(self, user: int, phase: str, step: int, ids: list[str]) -> Exchange:
-        received, labels, device_ms, chan_ms, airtime = {}, {}, 0.0, 0.0, 0.0
+    def exchange(self, phase: str, step: int, ids: dict[int, list[str]]) -> Exchange:
+        """Every device of the round's users transmits; with a shared medium the uplinks contend
+        for the band in user order, as the relay's scheduler serves messages in arrival order."""
+        nodes = [(u, m) for u in ids for m in MODALITIES]
         start = self.clock
-        for m in MODALITIES:  # the TRANSMIT tasks, all sent at once
-            start = max(start, self._task(f"user{user}/{m}", "TRANSMIT", phase, step, sum(len(i) for i in ids)))
-        arrive = start
-        for m in MODALITIES:
-            node = f"user{user}/{m}"
-            tx = self.devices[(user, m)].transmit(phase, step, ids)
+        for u, m in nodes:  # the TRANSMIT tasks, all sent at once
+            start = max(start, self._task(f"user{u}/{m}", "TRANSMIT", phase, step, sum(len(i) for i in ids[u])))
+        users = {u: Uplink({}, {}) for u in ids}
+        device_ms, chan_ms, airtime, arrive = 0.0, 0.0, 0.0, start
+        for u, m in nodes:
+            node, up = f"user{u}/{m}", users[u]
+            tx = self.devices[(u, m)].transmit(phase, step, ids[u])
             device_ms = max(device_ms, tx.compute_ms)
             t0 = time.perf_counter()
             out = self.hop.uplink(node, phase, step, round_to_wire(tx.symbols, self.precision))
             c = tx.symbols.shape[1]
-            received[m] = Received(out.y, tx.s, expand_csi(out.csi, c, self.cfg.channel.link(node)), out.noise_var)
+            up.received[m] = Received(out.y, tx.s, expand_csi(out.csi, c, self.cfg.channel.link(node)), out.noise_var)
             label_bytes = _tensor_bytes(tx.labels)
             cost, label_air = self.hop.uplink_cost(node, phase, step, out.channel_uses, label_bytes, start)
             self.meter.record(f"{node}->relay", "uplink", payload_bytes=out.payload_bytes,
-                              wire_bytes=out.payload_bytes, channel_uses=out.channel_uses, samples=len(ids),
+                              wire_bytes=out.payload_bytes, channel_uses=out.channel_uses, samples=len(ids[u]),
                               airtime_s=cost.airtime_s - label_air, queueing_s=cost.queueing_s,
                               propagation_s=cost.propagation_s)
             if tx.labels:
-                labels = tx.labels
+                up.labels = tx.labels
                 self.meter.record(f"{node}->relay (labels)", "uplink", payload_bytes=label_bytes,
-                                  wire_bytes=label_bytes, samples=len(ids), airtime_s=label_air)
+                                  wire_bytes=label_bytes, samples=len(ids[u]), airtime_s=label_air)
             airtime, arrive = max(airtime, cost.airtime_s), max(arrive, cost.arrive)
             chan_ms += (time.perf_counter() - t0) * 1e3
         self.clock = arrive
-        return Exchange(received, labels, device_ms, chan_ms, airtime * 1e3)
+        return Exchange(users, device_ms, chan_ms, airtime * 1e3)
 
-    def send_grads(self, user: int, phase: str, step: int, grads: dict[str, torch.Tensor]) -> None:
+    def send_grads(self, phase: str, step: int, grads: dict[int, dict[str, torch.Tensor]]) -> None:
         """UPDATE the devices that train; as on the wire, nothing waits for them (`self.clock` stays)."""
-        for m in MODALITIES:
-            g = grads.get(m)
-            if g is None:
-                continue
-            node = f"user{user}/{m}"
-            g = self.hop.downlink(node, phase, step, round_to_wire(g, self.precision))  # (b, c)
-            nbytes = symbol_bytes(g.numel(), self.precision)
-            self._task(node, "UPDATE", phase, step, nbytes, nbytes)
-            self.devices[(user, m)].update(phase, step, g)
+        for u, by_modality in grads.items():
+            for m in MODALITIES:
+                g = by_modality.get(m)
+                if g is None:
+                    continue
+                node = f"user{u}/{m}"
+                g = self.hop.downlink(node, phase, step, round_to_wire(g, self.precision))  # (b, c)
+                nbytes = symbol_bytes(g.numel(), self.precision)
+                self._task(node, "UPDATE", phase, step, nbytes, nbytes)
+                self.devices[(u, m)].update(phase, step, g)
 
     def save_devices(self, ckpt_dir: str) -> None:
         for (u, m), dev in self.devices.items():

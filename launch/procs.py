@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections import deque
@@ -167,6 +168,14 @@ def wait_until(what: str, probe: Callable[[], T], children: Children, deadline: 
                                    f"raise --timeout if the machine is just slow")
         time.sleep(min(delay, left))
         delay = min(2 * delay, POLL_MAX_S)
+
+
+def free_port(host: str) -> int:
+    """A port the OS reports free on `host` now, for a child that must be told its port before it
+    starts (the edge ranks' env:// rendezvous); the OS picks it, so no run ever uses a fixed port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
 
 
 def read_port(path: Path) -> int | None:

@@ -12,7 +12,7 @@ from pathlib import Path
 from configs.args import add_config_arguments
 from configs.schema import MODALITIES, Config
 from configs.loader import load_config
-from device_node.build import build_device
+from device_node.build import build_devices
 from edge_server.driver import Driver
 from edge_server.rundir import RunDir
 from edge_server.step import EdgeNode, pick_device
@@ -32,8 +32,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run_reference(cfg: Config, out: str, progress: bool = True) -> dict:
     dataset, (lm, tok) = prepare_assets(cfg)
     cache = cache_dir(cfg)
-    devices = {(u, m): build_device(cfg, u, m, dataset, cache, foundation=(lm, tok))
-               for u in range(cfg.users) for m in MODALITIES}
+    users = list(range(cfg.users))
+    devices = {(dev.user, m): dev for m in MODALITIES
+               for dev in build_devices(cfg, users, m, dataset, cache, foundation=(lm, tok))}
     edge = EdgeNode(cfg, lm, tok, pick_device(cfg.models.device))
     run_dir = RunDir(out, cfg)
     try:

@@ -28,3 +28,22 @@ def test_edge_on_cuda_gives_the_cpu_losses(tmp_path, small_overrides, assets):
     assert cpu.keys() == cuda.keys()
     for k in cpu:
         assert cuda[k] == pytest.approx(cpu[k], rel=2e-3), k
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="two edge ranks on nccl need two CUDA devices")
+def test_two_nccl_ranks_give_the_cpu_losses(tmp_path, small_overrides, assets):
+    import subprocess
+    import sys
+
+    over = small_overrides + ["users=2", "train.schedule=concurrent"]
+    run_reference(load_config(REPO / "configs" / "tiny.yaml", over + ["models.device=cpu"]), str(tmp_path / "cpu"),
+                  progress=False)
+    sets = [a for o in over + ["models.device=cuda", "edge.ranks=2"] for a in ("--set", o)]
+    proc = subprocess.run([sys.executable, "-m", "launch.cli", "run", "--config", str(REPO / "configs" / "tiny.yaml"),
+                           *sets, "--out", str(tmp_path / "nccl"), "--no-progress", "--timeout", "600"],
+                          capture_output=True, text=True, timeout=700, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    cpu, nccl = _losses(tmp_path / "cpu"), _losses(tmp_path / "nccl")
+    assert cpu.keys() == nccl.keys()
+    for k in cpu:
+        assert nccl[k] == pytest.approx(cpu[k], rel=2e-3), k

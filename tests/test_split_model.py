@@ -9,7 +9,7 @@ from channel.link import apply_link
 from channel.symbols import complex_to_real
 from configs.loader import replace
 from device_node.build import build_device
-from edge_server.step import EdgeNode, Received
+from edge_server.step import EdgeNode, Received, UserBatch
 from foundation.manifest import build_manifest
 from launch.inprocess import InProcessTransport
 
@@ -66,8 +66,8 @@ def test_split_gradient_equals_end_to_end_autograd(parts):
     loss = edge_ref.lm.answer_loss(prefix, pmask, labels["answer_ids"], labels["answer_mask"])
     (g_ref,) = torch.autograd.grad(loss, w)
     # across the cut: the edge's gradient, the relay's conj(h), the device's backward
-    out = EdgeNode(cfg, copy.deepcopy(lm), tok).train_step(0, "stage2", 0, received, labels)
-    g_dev = torch.conj(h) * out.grads["audio"]
+    out = EdgeNode(cfg, copy.deepcopy(lm), tok).train_step("stage2", 0, [UserBatch(0, 0, received, labels)])
+    g_dev = torch.conj(h) * out.grads[0]["audio"]
     (g_split,) = torch.autograd.grad(torch.view_as_real(dev.tx(feats)), w, grad_outputs=torch.view_as_real(g_dev))
     assert abs(float(loss) - out.loss) < 1e-5
     assert float(g_ref.abs().sum()) > 0
@@ -86,9 +86,9 @@ def test_only_lora_and_transceivers_train(parts):
     manifest = build_manifest(dataset, "test")
     # two stage-2 steps: LoRA's B starts at zero, so A only moves from the second step on
     for phase, step in (("stage1", 0), ("stage2", 0), ("stage2", 1)):
-        ex = transport.exchange(0, phase, step, edge.sample_ids(manifest, phase, step))
-        out = edge.train_step(0, phase, step, ex.received, ex.labels)
-        transport.send_grads(0, phase, step, out.grads)
+        ex = transport.exchange(phase, step, {0: edge.sample_ids(manifest, phase, step)})
+        out = edge.train_step(phase, step, [UserBatch(0, step, ex.users[0].received, ex.users[0].labels)])
+        transport.send_grads(phase, step, out.grads)
     for n, p in edge.lm.named_parameters():
         assert (not torch.equal(p, before_lm[n])) == ("lora_" in n), n  # LoRA trains, the base LM never
     assert all(not torch.equal(p, before_rx[n]) for n, p in edge.receivers.named_parameters())
@@ -112,7 +112,7 @@ def test_stage1_caption_term_is_the_caption_cross_entropy_given_the_media(parts)
         labels = tx.labels if m == "text" else labels
     for weight in (0.0, w):
         edge = EdgeNode(replace(cfg, [f"train.caption_weight={weight}"]), copy.deepcopy(lm), tok)
-        losses[weight] = edge.train_step(0, "stage1", 0, received, labels)
+        losses[weight] = edge.train_step("stage1", 0, [UserBatch(0, 0, received, labels)])
     assert "caption" not in losses[0.0].parts
     edge = EdgeNode(cfg, copy.deepcopy(lm), tok)
     edge.receivers.train()
