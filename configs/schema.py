@@ -280,10 +280,12 @@ class TrainConfig:
     tau: float = 0.07
     recon_weight: float = 1.0
     align_weight: float = 1.0
-    checkpoint: bool = True
+    checkpoint: bool = True  # a checkpoint after the last training step
+    checkpoint_every: int = 0  # also one every this many steps of each stage (0: off); `--resume` starts there
 
     def __post_init__(self) -> None:
         require(self.tau > 0, "train.tau", "must be > 0")
+        require(self.checkpoint_every >= 0, "train.checkpoint_every", "must be >= 0 (0 turns it off)")
 
 
 @dataclass(frozen=True)

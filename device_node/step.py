@@ -12,6 +12,7 @@ device process call exactly these methods.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -151,8 +152,11 @@ class DeviceNode:
             self.opt.load_state_dict(state["optimizer"])
 
     def save(self, path: Path) -> None:
+        """Write to a temp file beside `path`, then rename: a kill never leaves half a checkpoint."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(self.state_dict(), path)
+        tmp = path.with_name(f".{path.name}.tmp")
+        torch.save(self.state_dict(), tmp)
+        os.replace(tmp, path)
 
     def load(self, path: Path) -> None:
         self.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))

@@ -14,6 +14,7 @@ import argparse
 import logging
 import threading
 import time
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2
@@ -23,7 +24,9 @@ from channel.link import expand_csi
 from configs.args import add_config_arguments
 from configs.schema import Config
 from configs.loader import config_digest, load_config
-from edge_server.driver import Driver
+from edge_server.checkpoint import Checkpoints
+from edge_server.driver import Driver, ResumeError
+from edge_server.guard import GuardError, NonFiniteStep, check_channel, check_labels
 from edge_server.hub import DeviceTimeout, EdgeHub, HubError, TaskSpec
 from edge_server.rundir import RunDir
 from edge_server.step import EdgeNode, Received, pick_device
@@ -33,7 +36,7 @@ from foundation.manifest import build_manifest
 from protos import codec
 from protos import tokcom_pb2 as pb
 from protos import tokcom_pb2_grpc as pb_grpc
-from protos.rpc import (PROTOCOL, Outbox, fast_thread_switch, info_to_dict, serve_stream, start_server,
+from protos.rpc import (PROTOCOL, Outbox, clip, fast_thread_switch, info_to_dict, serve_stream, start_server,
                         stop_on_signals)
 
 log = logging.getLogger(__name__)
@@ -46,8 +49,8 @@ class _StreamError(Exception):
 
 
 class EdgeServicer(pb_grpc.TokenLinkServicer):
-    def __init__(self, hub: EdgeHub, cfg: Config):
-        self.hub, self.cfg, self.precision = hub, cfg, cfg.wire.precision
+    def __init__(self, hub: EdgeHub, cfg: Config, vocab: int):
+        self.hub, self.cfg, self.precision, self.vocab = hub, cfg, cfg.wire.precision, vocab
 
     def Link(self, request_iterator, context):
         outbox = Outbox()
@@ -78,12 +81,12 @@ class EdgeServicer(pb_grpc.TokenLinkServicer):
                         self.hub.gone(node, up.gone.why)
                     else:
                         raise _StreamError(grpc.StatusCode.INVALID_ARGUMENT, "empty message: set one of Up's fields")
-                except (codec.CodecError, HubError) as e:
-                    code = "INVALID_ARGUMENT" if isinstance(e, codec.CodecError) else e.code
+                except (codec.CodecError, GuardError, HubError) as e:
+                    code = e.code if isinstance(e, HubError) else "INVALID_ARGUMENT"
                     if send is None or not node or node == "relay":
-                        raise _StreamError(getattr(grpc.StatusCode, code), f"{node or '?'}: {e}") from None
-                    log.warning("refused a message of %s: %s", node, e)
-                    outbox.put(pb.Down(error=pb.Error(node=node, code=code, message=f"{node}: {e}")))
+                        raise _StreamError(getattr(grpc.StatusCode, code), f"{clip(node) or '?'}: {e}") from None
+                    log.warning("refused a message of %s: %s", clip(node), clip(str(e)))
+                    outbox.put(pb.Down(error=pb.Error(node=node, code=code, message=clip(f"{node}: {e}"))))
         except _StreamError as e:
             outbox.abort(e.code, str(e))
             return
@@ -134,6 +137,8 @@ class EdgeServicer(pb_grpc.TokenLinkServicer):
         if csi is not None and (csi.shape[0] != b or csi.shape[1] != num_blocks(c, link.coherence)):
             raise codec.CodecError(f"csi {tuple(csi.shape)}, expected ({b}, {num_blocks(c, link.coherence)}): "
                                    f"one gain per fading block per sample")
+        check_channel(msg.node, float(msg.noise_var), csi)
+        check_labels(msg.node, labels, self.vocab)
         self.hub.submit_tokens(msg.node, msg.phase, msg.step,
                                Received(y, int(msg.s), expand_csi(csi, c, link), float(msg.noise_var)), labels,
                                float(msg.compute_ms), float(msg.uplink_airtime_s))
@@ -161,38 +166,54 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port-file", help="write the bound port here once listening")
     p.add_argument("--register-timeout", type=float, default=600.0,
                    help="seconds to wait for the relay and every device to register")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/latest")
     p.add_argument("--no-progress", action="store_true")
 
 
 def serve(cfg: Config, args: argparse.Namespace) -> int:
     stop_on_signals()
     fast_thread_switch()
+    resume = Checkpoints(Path(args.out) / "checkpoints").latest() if args.resume else None
+    if args.resume and resume is None:
+        log.error("--resume: no checkpoint in %s; run without --resume, with train.checkpoint_every > 0",
+                  Path(args.out) / "checkpoints")
+        return 2
     dataset, (lm, tok) = prepare_assets(cfg)
     edge = EdgeNode(cfg, lm, tok, pick_device(cfg.models.device))
-    width = lm.config.hidden_size
+    width, vocab = lm.config.hidden_size, lm.get_input_embeddings().weight.shape[0]
     digests = {"config_digest": config_digest(cfg), "data_digest": dataset.digest(),
                "model_digest": embedding_fingerprint(lm.get_input_embeddings().weight)}
     health_servicer = health.HealthServicer()
     hub = EdgeHub(cfg, digests, {"audio": width, "video": width, "text": width},
                   on_register=lambda n: health_servicer.set(f"node:{n}", health_pb2.HealthCheckResponse.SERVING))
-    server = start_server(lambda s: pb_grpc.add_TokenLinkServicer_to_server(EdgeServicer(hub, cfg), s),
+    server = start_server(lambda s: pb_grpc.add_TokenLinkServicer_to_server(EdgeServicer(hub, cfg, vocab), s),
                           args.listen, cfg.wire.max_message_mb, workers=16, port_file=args.port_file,
                           health_servicer=health_servicer)
     log.info("edge listening on port %d (device %s); waiting for %s", server.port, edge.device, hub.expected)
-    run_dir = RunDir(args.out, cfg)
+    run_dir = RunDir(args.out, cfg, resume_from=resume[1] if resume else None)
+    driver = Driver(cfg, edge, hub, build_manifest(dataset, cfg.eval.split), run_dir, not args.no_progress)
     code = 0
     try:
         hub.wait_registered(args.register_timeout)
-        driver = Driver(cfg, edge, hub, build_manifest(dataset, cfg.eval.split), run_dir, not args.no_progress)
+        if resume:
+            driver.resume(*resume)
         driver.run()
     except DeviceTimeout as e:
-        log.error("stopping the run: %s; saving the edge state to %s", e, run_dir.path / "checkpoints")
-        hub.stop_quietly(str(run_dir.checkpoint_dir() / "devices"))
-        Driver(cfg, edge, hub, {}, run_dir, False).save_edge()
+        where = run_dir.checkpoints.interrupted()
+        log.error("stopping the run: %s; saving the state reached to %s", e, where)
+        hub.stop_quietly(str(where / "devices"))
+        driver.save_interrupted()
         code = 3
+    except ResumeError as e:
+        log.error("%s", e)
+        hub.stop_quietly(None)
+        code = 2
+    except NonFiniteStep as e:
+        log.error("stopping the run: %s", e)
+        hub.stop_quietly(None)
+        code = 4
     except KeyboardInterrupt:
-        log.error("interrupted; saving the edge state to %s", run_dir.path / "checkpoints")
-        Driver(cfg, edge, hub, {}, run_dir, False).save_edge()
+        log.error("interrupted; saving the edge state reached to %s", driver.save_interrupted())
         code = 130
     finally:
         run_dir.close()

@@ -19,6 +19,7 @@ from torch import nn
 
 from channel.symbols import as_pairs, from_pairs
 from configs.schema import MODALITIES, Config
+from edge_server.guard import check_finite_step
 from edge_server.losses import info_nce, masked_mean_pool, masked_mse
 from edge_server.lm import FoundationLM, left_align
 from edge_server.receiver import TokenReceiver
@@ -146,6 +147,7 @@ class EdgeNode:
                 parts = {"lm": loss.item()}
         self.opt.zero_grad()
         loss.backward()
+        check_finite_step(phase, step, loss, [*self.trainable(phase), *leaves.values()])
         self.opt.step()
         grads = {m: from_pairs(leaf.grad if leaf.grad is not None else torch.zeros_like(leaf)).detach().cpu()
                  for m, leaf in leaves.items()}  # a modality the LM does not use gets zero gradient

@@ -26,6 +26,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from configs.schema import MODALITIES, Config
 from configs.loader import load_config
 from foundation.assets import prepare_assets
+from edge_server.rundir import PROBES, clear_outputs
 from launch.procs import Child, ChildExited, Children, DeadlineExceeded, HealthProbe, child_env, read_port, wait_until
 from configs.args import add_config_arguments
 from protos.meter import format_links
@@ -36,13 +37,14 @@ HOST = "127.0.0.1"
 STOP_GRACE_S = 10.0  # SIGTERM -> SIGKILL; the edge and relay measured ~6 s to stop mid-run
 EXIT_GRACE_S = 60.0  # a device that got STOP may exit this long before the edge does
 SUPERVISE_POLL_S = 0.2
-RUN_OUTPUTS = ("metrics.jsonl", "links.json", "summary.json")  # removed first: a stale file would mislead
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_config_arguments(p)
     p.add_argument("--out", required=True, help="run directory to write (child logs go to OUT/logs/)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in OUT from its latest checkpoint (see train.checkpoint_every)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--timeout", type=float, default=3600.0,
                    help="seconds the cluster may run, from the first process started (default 3600)")
@@ -196,7 +198,8 @@ def run_cluster(cfg: Config, args: argparse.Namespace, children: Children, deadl
     out = Path(args.out)
     logs = out / "logs"
     edge, edge_addr = _start_server(children, "edge", _role_argv(
-        "edge", args, "--out", str(out), "--listen", f"{HOST}:0", "--no-progress"), logs, deadline)
+        "edge", args, "--out", str(out), "--listen", f"{HOST}:0", "--no-progress",
+        *(["--resume"] if args.resume else [])), logs, deadline)
     with HealthProbe(edge_addr) as edge_health:
         relay, relay_addr = _start_server(children, "relay", _role_argv(
             "relay", args, "--listen", f"{HOST}:0", "--edge", edge_addr), logs, deadline)
@@ -251,8 +254,9 @@ def run(args: argparse.Namespace) -> int:
     (out / "logs").mkdir(parents=True, exist_ok=True)
     log.info("preparing the dataset and the foundation LM once for every process (cached on disk)")
     prepare_assets(cfg)
-    for name in RUN_OUTPUTS:
-        (out / name).unlink(missing_ok=True)
+    # an earlier run's files would mislead (the progress bar reads metrics.jsonl); the edge
+    # keeps what a resume needs and rewrites the metrics before the resume point
+    clear_outputs(out, keep=("checkpoints", "metrics.jsonl", *PROBES) if args.resume else ())
     children = Children()
     deadline = time.monotonic() + args.timeout
     try:
@@ -268,4 +272,6 @@ def run(args: argparse.Namespace) -> int:
         return 130
     finally:
         children.stop(STOP_GRACE_S)
+        for stale in (out / "logs").glob("*.port"):  # a child killed by SIGKILL leaves its own behind
+            stale.unlink()
     return report(out)

@@ -24,6 +24,12 @@ from protos import tokcom_pb2 as pb
 log = logging.getLogger(__name__)
 
 PROTOCOL = "tokcom.v2"
+DETAILS_MAX = 200  # characters of a status's details: client input echoed without a bound overflowed the trailers
+
+
+def clip(text: str, limit: int = DETAILS_MAX) -> str:
+    """`text` cut to `limit` characters, saying how much was cut (for details and logs that echo input)."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit} more characters)"
 
 
 class Timeouts:
@@ -60,6 +66,7 @@ class Server:
     server: grpc.Server
     port: int
     health: health.HealthServicer
+    port_file: Path | None = None  # removed on stop: a stale one would point a launcher at a dead port
 
     def serving(self, service: str = "") -> None:
         self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
@@ -67,6 +74,8 @@ class Server:
     def stop(self) -> None:
         self.health.enter_graceful_shutdown()
         self.server.stop(grace=Timeouts.STOP_GRACE_S).wait()
+        if self.port_file is not None:
+            self.port_file.unlink(missing_ok=True)
 
 
 def start_server(add_servicers: Callable[[grpc.Server], None], listen: str, max_message_mb: int,
@@ -83,7 +92,7 @@ def start_server(add_servicers: Callable[[grpc.Server], None], listen: str, max_
     if port == 0:
         raise OSError(f"could not bind {listen}; is the address in use or not this machine's?")
     server.start()
-    out = Server(server, port, health_servicer)
+    out = Server(server, port, health_servicer, Path(port_file) if port_file else None)
     out.serving()
     if port_file:
         write_port_file(port_file, port)
@@ -137,8 +146,8 @@ class Outbox:
         self._q.put(_CLOSE)
 
     def abort(self, code: grpc.StatusCode, details: str) -> None:
-        """Server side: end the stream with this status (raised by `serve`)."""
-        self._q.put(_Abort(code, details))
+        """Server side: end the stream with this status (raised by `serve`); details are clipped."""
+        self._q.put(_Abort(code, clip(details)))
 
     def __iter__(self) -> Iterator:
         while True:

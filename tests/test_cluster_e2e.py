@@ -105,9 +105,9 @@ def test_manual_cluster_equals_reference_and_meters_every_link(precision, tmp_pa
     assert links[("relay->edge", "uplink")]["payload_bytes"] == up_total + csi
     assert links[("relay->edge", "uplink")]["payload_bytes"] <= 1.02 * up_total
     assert ("edge->relay", "downlink") in links
-    assert (run / "checkpoints" / "adapter" / "adapter_config.json").is_file()
+    assert (run / "checkpoints" / "latest" / "adapter" / "adapter_config.json").is_file()
     for m in ("audio", "video", "text"):
-        assert (run / "checkpoints" / "devices" / f"user0_{m}.pt").is_file()
+        assert (run / "checkpoints" / "latest" / "devices" / f"user0_{m}.pt").is_file()
     tl = summary["timeline"]
     assert len(tl["step"]) == grads and set(tl) >= {"device_ms", "uplink_ms", "uplink_airtime_ms", "edge_ms"}
 
@@ -215,6 +215,6 @@ def test_a_device_that_stops_answering_stops_the_run_cleanly(tmp_path, small_ove
         log = cluster.log("edge")
         assert code == 3, log
         assert "user0/video" in log
-        assert (cluster.run_dir / "checkpoints" / "edge.pt").is_file()
+        assert (cluster.run_dir / "checkpoints" / "interrupted" / "edge.pt").is_file()
     finally:
         cluster.stop()
