@@ -358,7 +358,8 @@ def test_run_stops_its_children_on_every_failure(py, tmp_path, monkeypatch, exc,
 
     monkeypatch.setattr(cluster, "prepare_assets", lambda cfg: None)
     monkeypatch.setattr(cluster, "run_cluster", fake_cluster)
-    args = argparse.Namespace(config=None, overrides=[], out=str(tmp_path / "run"), no_progress=True, timeout=60.0)
+    args = argparse.Namespace(config=None, overrides=[], out=str(tmp_path / "run"), no_progress=True, timeout=60.0,
+                              resume=False)
     assert cluster.run(args) == code
     assert started[0].returncode == -signal.SIGTERM and gone(started[0].pid)
 

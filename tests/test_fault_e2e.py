@@ -1,0 +1,110 @@
+"""Faults in a real `tokcom run` cluster: the edge SIGKILLed mid stage 2 and the run resumed
+with `--resume` gives the uninterrupted run's losses and accuracy; a device killed mid-run is
+restarted by the launcher, rejoins and the run finishes.
+
+Processes are started here (the launcher, by Popen) or by that launcher; a role is found by the
+pid the launcher logs when it starts it, and only those pids are ever signalled."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from configs.loader import load_config
+from launch.procs import child_env
+from launch.reference import run_reference
+from tests.conftest import REPO
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+DEADLINE_S = 600.0
+
+
+def _losses(run_dir: Path) -> dict:
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return {(r["stage"], r["step"]): r["loss"] for r in rows}
+
+
+class Launcher:
+    """`tokcom run` as a child of the test, its own log in a file."""
+
+    def __init__(self, tmp: Path, out: Path, overrides: list[str], *extra: str):
+        self.log_path = tmp / f"launcher-{len(list(tmp.glob('launcher-*')))}.log"
+        sets = [a for o in overrides for a in ("--set", o)]
+        argv = [sys.executable, "-m", "launch.cli", "run", "--config", str(REPO / "configs" / "tiny.yaml"),
+                "--out", str(out), "--no-progress", "--timeout", str(DEADLINE_S), *sets, *extra]
+        with open(self.log_path, "wb") as f:
+            self.popen = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, env=child_env(REPO))
+        self.deadline = time.monotonic() + DEADLINE_S
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def pid_of(self, name: str) -> int:
+        """The pid the launcher logged for its child `name` (the latest start)."""
+        found = re.findall(rf"started {re.escape(name)} \(pid (\d+)\)", self.log())
+        assert found, f"the launcher has not started {name}:\n{self.log()[-3000:]}"
+        return int(found[-1])
+
+    def wait_for(self, what: str, probe) -> None:
+        delay = 0.05
+        while not probe():
+            assert self.popen.poll() is None, f"the launcher exited before {what}:\n{self.log()[-3000:]}"
+            assert time.monotonic() < self.deadline, f"timed out waiting for {what}"
+            time.sleep(delay)
+            delay = min(2 * delay, 0.5)
+
+    def wait(self) -> int:
+        return self.popen.wait(timeout=max(1.0, self.deadline - time.monotonic()))
+
+    def kill(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)  # the launcher stops its own children
+            try:
+                self.popen.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+
+
+def _logged(run_dir: Path, stage: str, step: int):
+    path = run_dir / "metrics.jsonl"
+    return lambda: path.is_file() and (stage, step) in _losses(run_dir)
+
+
+def test_edge_killed_in_stage2_resumes_to_the_same_losses(tmp_path, small_overrides, assets):
+    overrides = small_overrides + ["train.stage2.steps=60", "train.checkpoint_every=20", "eval.max_samples=16"]
+    # the run never interrupted, in process: the cluster gives the reference's losses (test_cluster_e2e)
+    whole = run_reference(load_config(REPO / "configs" / "tiny.yaml", overrides), str(tmp_path / "whole"),
+                          progress=False)
+
+    cut_dir = tmp_path / "cut"
+    cut = Launcher(tmp_path, cut_dir, overrides)
+    try:
+        cut.wait_for("stage 2 step 30", _logged(cut_dir, "stage2", 30))
+        os.kill(cut.pid_of("edge"), signal.SIGKILL)
+        assert cut.wait() != 0
+    finally:
+        cut.kill()
+    assert os.readlink(cut_dir / "checkpoints" / "latest").startswith("stage2-0000")
+    assert not list((cut_dir / "logs").glob("*.port")), "port files left behind"
+
+    resumed = Launcher(tmp_path, cut_dir, overrides, "--resume")
+    try:
+        assert resumed.wait() == 0, resumed.log()[-3000:]
+    finally:
+        resumed.kill()
+    ours, theirs = _losses(cut_dir), _losses(tmp_path / "whole")
+    assert ours.keys() == theirs.keys()
+    for k in ours:
+        assert abs(ours[k] - theirs[k]) <= 1e-5 * abs(theirs[k]), (k, ours[k], theirs[k])
+    summary = json.loads((cut_dir / "summary.json").read_text())
+    assert summary["accuracy"]["overall"] == pytest.approx(whole["accuracy"]["overall"])
+    assert summary["resumed_from"]["stage"] == "stage2"
+    assert not list((cut_dir / "logs").glob("*.port"))
