@@ -19,7 +19,7 @@ import os
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import grpc
 
@@ -40,11 +40,15 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class _Route:
-    """Where a device's downstream messages go: its current stream, once the edge welcomed it."""
+    """Where a device's downstream messages go: its current stream, once the edge welcomed it.
+
+    The edge sends a node's Welcome before any task for it (`EdgeHub.hello`), so a task that
+    finds no welcomed stream was meant for a stream that has since closed: it is dropped, and
+    the edge sends a rejoining device what it owes after the new Welcome.
+    """
 
     outbox: Outbox | None = None
     welcomed: bool = False
-    backlog: list = field(default_factory=list)  # tasks that came before the stream or its welcome
 
 
 class Relay(pb_grpc.TokenLinkServicer):
@@ -102,17 +106,12 @@ class Relay(pb_grpc.TokenLinkServicer):
     def _route(self, node: str, down: pb.Down, welcome: bool = False) -> None:
         with self.lock:
             route = self.routes[node]
-            if welcome:
+            if welcome and route.outbox is not None:
                 route.welcomed = True
-                if route.outbox is not None:
-                    route.outbox.put(down)
-                    for held in route.backlog:
-                        route.outbox.put(held)
-                    route.backlog.clear()
-            elif route.outbox is not None and route.welcomed:
+            if route.outbox is not None and route.welcomed:
                 route.outbox.put(down)
             else:
-                route.backlog.append(down)
+                log.info("dropped a message for %s: its stream closed before it arrived", node)
 
     # -------------------------------------------------------------- downlink
     def _downlink(self, batch: pb.Tasks) -> None:

@@ -122,7 +122,11 @@ class DeviceNode:
         """Back-propagate dL/d(symbols) (b, c) complex (dL/dRe + j dL/dIm) into F_m, step."""
         if grad is None or not self.trainable:
             return
-        if self._pending is None or self._pending[:2] != (phase, step):
+        if self._pending is None:  # a restarted device gets the gradient its former self was owed
+            log.warning("%s: skipping the gradient of %s step %d: no transmission of that round is pending "
+                        "(restarted since)", self.node, phase, step)
+            return
+        if self._pending[:2] != (phase, step):
             raise RuntimeError(f"{self.node}: gradient for {phase} step {step} but the pending "
                                f"round is {self._pending[:2] if self._pending else None}")
         z = self._pending[2]

@@ -108,7 +108,13 @@ class EdgeServicer(pb_grpc.TokenLinkServicer):
         if send is None and info["role"] != "relay":
             raise _StreamError(grpc.StatusCode.FAILED_PRECONDITION,
                                f"'{info['node']}' said Hello straight to the edge; devices reach it through the relay")
-        run_id = self.hub.hello(info)
+        welcome = pb.Down(welcome=pb.Welcome(node=info["node"]))
+
+        def answer(run_id: str) -> None:
+            welcome.welcome.run_id = run_id
+            outbox.put(welcome)
+
+        self.hub.hello(info, answer)
         if info["role"] == "relay":
             if send is not None:
                 raise HubError("FAILED_PRECONDITION", "the relay said Hello twice on one stream")
@@ -117,7 +123,6 @@ class EdgeServicer(pb_grpc.TokenLinkServicer):
                 outbox.put(self._encode_tasks(batch))
 
             self.hub.attach(send)
-        outbox.put(pb.Down(welcome=pb.Welcome(node=info["node"], run_id=run_id)))
         return send
 
     def _tokens(self, up: pb.Up, relay: bool) -> None:

@@ -5,7 +5,8 @@ Prepares the cached assets once, then starts the edge, the relay and one device 
 logging to `<out>/logs/<name>.log`. Each start waits for the child's port file and
 its grpc.health.v1 check; the devices count as ready once the edge reports
 "node:<name>" SERVING. While the edge drives the rounds, a progress bar follows
-`<out>/metrics.jsonl`, and any child that dies stops the whole cluster.
+`<out>/metrics.jsonl`. A device that dies is started again (`--device-restarts` times at
+most) and rejoins the run; any other child that dies stops the whole cluster.
 
 Exit codes: 0 done; 1 a child died (the message names it and quotes its log);
 2 bad config; 124 --timeout passed; 130 Ctrl-C or SIGTERM. Every exit path stops
@@ -27,7 +28,8 @@ from configs.schema import MODALITIES, Config
 from configs.loader import load_config
 from foundation.assets import prepare_assets
 from edge_server.rundir import PROBES, clear_outputs
-from launch.procs import Child, ChildExited, Children, DeadlineExceeded, HealthProbe, child_env, read_port, wait_until
+from launch.procs import (Child, ChildExited, Children, DeadlineExceeded, HealthProbe, child_env, describe_exit,
+                          read_port, wait_until)
 from configs.args import add_config_arguments
 from protos.meter import format_links
 
@@ -45,6 +47,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="run directory to write (child logs go to OUT/logs/)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in OUT from its latest checkpoint (see train.checkpoint_every)")
+    p.add_argument("--device-restarts", type=int, default=2,
+                   help="times the launcher starts a device that died again before it gives up (default 2)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--timeout", type=float, default=3600.0,
                    help="seconds the cluster may run, from the first process started (default 3600)")
@@ -133,13 +137,31 @@ class NodeWatch:
         return True
 
 
+class DeviceRestarts:
+    """Start a device that died again, up to `limit` times each; it rejoins the run (EdgeHub.hello)."""
+
+    def __init__(self, children: Children, limit: int):
+        self.children, self.limit = children, limit
+
+    def __call__(self, child: Child) -> bool:
+        """True if `child` (exited non-zero) was started again."""
+        if not child.name.startswith("device-") or child.starts > self.limit:
+            return False
+        log.warning("%s (pid %d) %s; starting it again (restart %d of %d)", child.name, child.pid,
+                    describe_exit(child.returncode), child.starts, self.limit)
+        self.children.restart(child)
+        return True
+
+
 def supervise(children: Children, edge: Child, deadline: float, bar: RoundsBar | None = None,
-              nodes: NodeWatch | None = None, exit_grace_s: float = EXIT_GRACE_S) -> None:
+              nodes: NodeWatch | None = None, exit_grace_s: float = EXIT_GRACE_S,
+              restart: DeviceRestarts | None = None) -> None:
     """Return once `edge` exits 0.
 
-    Raises ChildExited when the edge exits non-zero, when another child exits non-zero,
-    or when another child exited 0 (a device that got STOP) and the edge has not
-    finished `exit_grace_s` later; DeadlineExceeded past `deadline`.
+    Raises ChildExited when the edge exits non-zero, when another child exits non-zero
+    (and `restart` does not start it again), or when another child exited 0 (a device
+    that got STOP) and the edge has not finished `exit_grace_s` later; DeadlineExceeded
+    past `deadline`.
     """
     early: tuple[Child, float] | None = None
     while True:
@@ -154,6 +176,8 @@ def supervise(children: Children, edge: Child, deadline: float, bar: RoundsBar |
             if c is edge:
                 continue
             if c.returncode != 0:
+                if restart is not None and restart(c):
+                    continue
                 raise ChildExited(c, c.returncode)
             early = early or (c, time.monotonic())
         if early and time.monotonic() - early[1] > exit_grace_s:
@@ -205,21 +229,22 @@ def run_cluster(cfg: Config, args: argparse.Namespace, children: Children, deadl
             "relay", args, "--listen", f"{HOST}:0", "--edge", edge_addr), logs, deadline)
         wait_until("the relay's registration with the edge", lambda: edge_health.serving("node:relay"),
                    children, deadline)
-        devices = []
         for u in range(cfg.users):
             for m in MODALITIES:
-                devices.append(children.start(f"device-user{u}-{m}", _role_argv(
+                children.start(f"device-user{u}-{m}", _role_argv(
                     "device", args, "--relay", relay_addr, "--user", str(u), "--modality", m,
                     "--state-dir", str(out / "checkpoints" / "devices")),
-                    logs / f"device-user{u}-{m}.log", child_env(REPO_ROOT)))
+                    logs / f"device-user{u}-{m}.log", child_env(REPO_ROOT))
         bar = RoundsBar({"stage1": cfg.train.stage1.steps, "stage2": cfg.train.stage2.steps},
                         out / "metrics.jsonl", not args.no_progress)
         try:
             with logging_redirect_tqdm():
-                supervise(children, edge, deadline, bar, NodeWatch(edge_health, cfg.link_names()))
+                supervise(children, edge, deadline, bar, NodeWatch(edge_health, cfg.link_names()),
+                          restart=DeviceRestarts(children, args.device_restarts))
         finally:
             bar.close()
     log.info("the edge finished; waiting for the devices to exit")
+    devices = [c for c in children if c.name.startswith("device-")]
     for c in children.wait(devices, max(0.0, min(EXIT_GRACE_S, deadline - time.monotonic()))):
         log.warning("%s (pid %d) did not exit after the edge finished; stopping it", c.name, c.pid)
     children.stop(STOP_GRACE_S)  # the relay, and any device still up

@@ -16,7 +16,7 @@ import subprocess
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
@@ -57,6 +57,9 @@ class Child:
     name: str
     popen: subprocess.Popen
     log_path: Path
+    argv: list[str] = field(default_factory=list)
+    env: dict[str, str] | None = None
+    starts: int = 1  # 1 + the times it was restarted
 
     @property
     def pid(self) -> int:
@@ -100,11 +103,20 @@ class Children:
         if name in self._children:
             raise ValueError(f"a child named {name!r} was already started; give each child its own name")
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(log_path, "wb") as out:  # the child keeps its own copy of the descriptor
-            popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env)
-        child = Child(name, popen, log_path)
-        self._children[name] = child
-        log.info("started %s (pid %d), log %s", name, child.pid, log_path)
+        return self._launch(Child(name, None, log_path, list(argv), env), "wb")
+
+    def restart(self, child: Child) -> Child:
+        """Start an exited child again with its argv and environment, appending to its log."""
+        if child.returncode is None or self._children.get(child.name) is not child:
+            raise ValueError(f"{child.name} (pid {child.pid}) is running or not this group's latest; stop it first")
+        return self._launch(Child(child.name, None, child.log_path, child.argv, child.env, child.starts + 1), "ab")
+
+    def _launch(self, child: Child, mode: str) -> Child:
+        with open(child.log_path, mode) as out:  # the child keeps its own copy of the descriptor
+            child.popen = subprocess.Popen(child.argv, stdin=subprocess.DEVNULL, stdout=out,
+                                           stderr=subprocess.STDOUT, env=child.env)
+        self._children[child.name] = child
+        log.info("started %s (pid %d), log %s", child.name, child.pid, child.log_path)
         return child
 
     def exited(self) -> list[Child]:

@@ -108,3 +108,24 @@ def test_edge_killed_in_stage2_resumes_to_the_same_losses(tmp_path, small_overri
     assert summary["accuracy"]["overall"] == pytest.approx(whole["accuracy"]["overall"])
     assert summary["resumed_from"]["stage"] == "stage2"
     assert not list((cut_dir / "logs").glob("*.port"))
+
+
+def test_a_killed_device_is_restarted_and_rejoins(tmp_path, small_overrides, assets):
+    overrides = small_overrides + ["train.stage2.steps=80", "train.checkpoint_every=10", "eval.max_samples=16"]
+    out = tmp_path / "run"
+    run = Launcher(tmp_path, out, overrides)
+    try:
+        run.wait_for("stage 2 step 15", _logged(out, "stage2", 15))
+        first = run.pid_of("device-user0-audio")
+        os.kill(first, signal.SIGKILL)
+        assert run.wait() == 0, run.log()[-3000:]
+    finally:
+        run.kill()
+    assert run.pid_of("device-user0-audio") != first
+    assert "starting it again (restart 1 of 2)" in run.log()
+    edge_log = (out / "logs" / "edge.log").read_text()
+    assert "user0/audio rejoined; it restores its state from" in edge_log
+    summary = json.loads((out / "summary.json").read_text())
+    audio = [p for p in summary["processes"] if p.get("node") == "user0/audio"]
+    assert audio and audio[0]["pid"] != first  # the report names the device that finished the run
+    assert ("stage2", 79) in _losses(out)
