@@ -48,6 +48,13 @@ def build_device(cfg: Config, user: int, modality: str, dataset, cache_dir: Path
         lm, tok = foundation or load_foundation(cfg.models, dataset, cache_dir, cfg.seed)
         table = lm.get_input_embeddings().weight.detach().float().cpu()  # (V, d)
         return DeviceNode(cfg, user, modality, dataset, table.shape[1], tokenizer=tok, embed_table=table)
+    return DeviceNode(cfg, user, modality, dataset, lm_width(cfg.models),
+                      features=feature_bank(cfg, modality, dataset, cache_dir))
+
+
+def feature_bank(cfg: Config, modality: str, dataset, cache_dir: Path) -> FeatureBank:
+    """The audio or video device's frozen input path: every clip of the manifest through the
+    frozen encoder once (cached on disk under `cache_dir`, shared by every user)."""
     sel = getattr(cfg.transmitter, modality)
     encoder = build_encoder(modality, cfg.models)
     if sel.tokens > encoder.num_tokens:
@@ -58,5 +65,11 @@ def build_device(cfg: Config, user: int, modality: str, dataset, cache_dir: Path
                               Path(cache_dir))
     train = needed_clips(dataset, {p: manifest[p] for p in ("stage1", "stage2")}) if cfg.transmitter.standardize \
         else None
-    return DeviceNode(cfg, user, modality, dataset, lm_width(cfg.models),
-                      features=FeatureBank(table, encoder.width, train))
+    return FeatureBank(table, encoder.width, train)
+
+
+def prepare_features(cfg: Config, dataset, cache_dir: Path) -> None:
+    """Fill the feature caches of the audio and the video devices, so that devices start
+    (and register) at once: with the paper's encoders this takes minutes to hours."""
+    for modality in ("audio", "video"):
+        feature_bank(cfg, modality, dataset, cache_dir)

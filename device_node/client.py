@@ -112,6 +112,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--state-dir", default="device_state", help="where SAVE writes when the edge names no path")
     p.add_argument("--connect-timeout", type=float, default=300.0)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads for this device")
+    p.add_argument("--prepare-only", action="store_true",
+                   help="build this device's inputs (the encoder feature cache) and exit, before the edge waits")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -126,6 +128,9 @@ def run(args: argparse.Namespace) -> int:
     cache = cache_dir(cfg)
     dataset = open_dataset(cfg.data, cache)
     node = build_device(cfg, args.user, args.modality, dataset, cache)
+    if args.prepare_only:
+        log.info("inputs ready in %s", cache)
+        return 0
     try:
         channel = connect(args.relay, cfg.wire.max_message_mb, args.connect_timeout)
     except TimeoutError as e:

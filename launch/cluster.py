@@ -26,7 +26,8 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from configs.schema import MODALITIES, Config
 from configs.loader import load_config
-from foundation.assets import prepare_assets
+from device_node.build import prepare_features
+from foundation.assets import cache_dir, prepare_assets
 from edge_server.rundir import PROBES, clear_outputs
 from launch.procs import (Child, ChildExited, Children, DeadlineExceeded, HealthProbe, child_env, describe_exit,
                           read_port, wait_until)
@@ -277,8 +278,10 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     out = Path(args.out)
     (out / "logs").mkdir(parents=True, exist_ok=True)
-    log.info("preparing the dataset and the foundation LM once for every process (cached on disk)")
-    prepare_assets(cfg)
+    log.info("preparing the dataset, the foundation LM and the encoder features once for every process "
+             "(cached on disk), so that the devices register as soon as they start")
+    dataset, _ = prepare_assets(cfg)
+    prepare_features(cfg, dataset, cache_dir(cfg))
     # an earlier run's files would mislead (the progress bar reads metrics.jsonl); the edge
     # keeps what a resume needs and rewrites the metrics before the resume point
     clear_outputs(out, keep=("checkpoints", "metrics.jsonl", *PROBES) if args.resume else ())

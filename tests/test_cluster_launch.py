@@ -356,7 +356,8 @@ def test_run_stops_its_children_on_every_failure(py, tmp_path, monkeypatch, exc,
         edge.popen.wait(timeout=30)
         raise ChildExited(edge, edge.returncode) if exc == "child" else exc
 
-    monkeypatch.setattr(cluster, "prepare_assets", lambda cfg: None)
+    monkeypatch.setattr(cluster, "prepare_assets", lambda cfg: (None, None))
+    monkeypatch.setattr(cluster, "prepare_features", lambda cfg, dataset, cache: None)
     monkeypatch.setattr(cluster, "run_cluster", fake_cluster)
     args = argparse.Namespace(config=None, overrides=[], out=str(tmp_path / "run"), no_progress=True, timeout=60.0,
                               resume=False)
