@@ -280,7 +280,7 @@ def run(args: argparse.Namespace) -> int:
     (out / "logs").mkdir(parents=True, exist_ok=True)
     log.info("preparing the dataset, the foundation LM and the encoder features once for every process "
              "(cached on disk), so that the devices register as soon as they start")
-    dataset, _ = prepare_assets(cfg)
+    dataset = prepare_assets(cfg)[0]  # not the LM: the paper preset's would stay in memory for the whole run
     prepare_features(cfg, dataset, cache_dir(cfg))
     # an earlier run's files would mislead (the progress bar reads metrics.jsonl); the edge
     # keeps what a resume needs and rewrites the metrics before the resume point
