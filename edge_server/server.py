@@ -5,7 +5,8 @@ calls the hub, and writes the hub's tasks down the same stream. Errors map to st
 codes: a malformed message -> INVALID_ARGUMENT, a message for a round nobody waits for
 -> FAILED_PRECONDITION. An error about one device's message goes down as an `Error` for
 that device (the relay ends that device's stream with its code); an error about the
-stream itself (no Hello, a stranger) ends the stream. The round driver runs on the main
+stream itself (no Hello, a stranger) ends the stream. With TLS only the relay's
+certificate may open a stream here (PERMISSION_DENIED otherwise). The round driver runs on the main
 thread with the hub as its transport.
 """
 from __future__ import annotations
@@ -36,6 +37,7 @@ from foundation.manifest import build_manifest
 from protos import codec
 from protos import tokcom_pb2 as pb
 from protos import tokcom_pb2_grpc as pb_grpc
+from protos.tls import add_tls_arguments, credential_from_args, peer_name
 from protos.rpc import (PROTOCOL, Outbox, clip, fast_thread_switch, info_to_dict, serve_stream, start_server,
                         stop_on_signals)
 
@@ -54,14 +56,19 @@ class EdgeServicer(pb_grpc.TokenLinkServicer):
 
     def Link(self, request_iterator, context):
         outbox = Outbox()
-        threading.Thread(target=self._read, args=(request_iterator, outbox), daemon=True,
+        threading.Thread(target=self._read, args=(request_iterator, outbox, peer_name(context)), daemon=True,
                          name="edge-link-reader").start()
         return serve_stream(outbox, context)
 
     # ------------------------------------------------------------ upstream
-    def _read(self, requests, outbox: Outbox) -> None:
+    def _read(self, requests, outbox: Outbox, peer: str | None) -> None:
+        """`peer`: the node name in the client's certificate (None without TLS)."""
         send = None  # set once the relay has said Hello on this stream
         try:
+            if peer is not None and peer != "relay":
+                raise _StreamError(grpc.StatusCode.PERMISSION_DENIED,
+                                   f"the credential of '{clip(peer)}' is not the relay's; only the relay reaches the "
+                                   f"edge, devices speak through it")
             for up in requests:
                 kind = up.WhichOneof("msg")
                 node = getattr(up, kind).node if kind in ("tokens", "done", "report", "gone") else up.hello.info.node
@@ -166,6 +173,7 @@ class EdgeServicer(pb_grpc.TokenLinkServicer):
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_config_arguments(p)
+    add_tls_arguments(p)
     p.add_argument("--out", required=True, help="run directory to write")
     p.add_argument("--listen", default="127.0.0.1:0", help="HOST:PORT to serve on (port 0: the OS picks)")
     p.add_argument("--port-file", help="write the bound port here once listening")
@@ -178,6 +186,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def serve(cfg: Config, args: argparse.Namespace) -> int:
     stop_on_signals()
     fast_thread_switch()
+    credential = credential_from_args(args, "edge")
     resume = Checkpoints(Path(args.out) / "checkpoints").latest() if args.resume else None
     if args.resume and resume is None:
         log.error("--resume: no checkpoint in %s; run without --resume, with train.checkpoint_every > 0",
@@ -192,9 +201,11 @@ def serve(cfg: Config, args: argparse.Namespace) -> int:
     hub = EdgeHub(cfg, digests, {"audio": width, "video": width, "text": width},
                   on_register=lambda n: health_servicer.set(f"node:{n}", health_pb2.HealthCheckResponse.SERVING))
     server = start_server(lambda s: pb_grpc.add_TokenLinkServicer_to_server(EdgeServicer(hub, cfg, vocab), s),
-                          args.listen, cfg.wire.max_message_mb, workers=16, port_file=args.port_file,
+                          args.listen, cfg.wire.max_message_mb, workers=16, credential=credential,
+                          port_file=args.port_file,
                           health_servicer=health_servicer)
-    log.info("edge listening on port %d (device %s); waiting for %s", server.port, edge.device, hub.expected)
+    log.info("edge listening on port %d (%s, device %s); waiting for %s", server.port,
+             "mutual TLS, the relay's credential only" if credential else "INSECURE", edge.device, hub.expected)
     run_dir = RunDir(args.out, cfg, resume_from=resume[1] if resume else None)
     driver = Driver(cfg, edge, hub, build_manifest(dataset, cfg.eval.split), run_dir, not args.no_progress)
     code = 0

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -33,6 +34,8 @@ from launch.procs import (Child, ChildExited, Children, DeadlineExceeded, Health
                           read_port, wait_until)
 from configs.args import add_config_arguments
 from protos.meter import format_links
+from protos.pki import write_credentials
+from protos.tls import Credential
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +44,8 @@ STOP_GRACE_S = 10.0  # SIGTERM -> SIGKILL; the edge and relay measured ~6 s to s
 EXIT_GRACE_S = 60.0  # a device that got STOP may exit this long before the edge does
 SUPERVISE_POLL_S = 0.2
 REPO_ROOT = Path(__file__).resolve().parents[1]
+CREDENTIALS = "credentials"  # under OUT: the run's CA certificate and one key and certificate per node
+LAUNCHER = "launcher"  # the launcher's own credential, for its health checks
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -50,6 +55,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="continue the run in OUT from its latest checkpoint (see train.checkpoint_every)")
     p.add_argument("--device-restarts", type=int, default=2,
                    help="times the launcher starts a device that died again before it gives up (default 2)")
+    p.add_argument("--insecure", action="store_true",
+                   help="plaintext links without credentials (debugging only; by default every link is mutual TLS "
+                        "with credentials made for this run under OUT/credentials)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--timeout", type=float, default=3600.0,
                    help="seconds the cluster may run, from the first process started (default 3600)")
@@ -196,23 +204,38 @@ def supervise(children: Children, edge: Child, deadline: float, bar: RoundsBar |
 
 
 def _role_argv(role: str, args: argparse.Namespace, *extra: str) -> list[str]:
-    """`python -m launch.cli <role>` with the launcher's config file and overrides."""
+    """`python -m launch.cli <role>` with the launcher's config file, overrides and credentials."""
     argv = [sys.executable, "-m", "launch.cli", role]
     if args.config:
         argv += ["--config", args.config]
     for o in args.overrides:
         argv += ["--set", o]
+    argv += ["--insecure"] if args.insecure else ["--credentials", str(Path(args.out) / CREDENTIALS)]
     return argv + list(extra)
 
 
-def _start_server(children: Children, name: str, argv: list[str], logs: Path, deadline: float) -> tuple[Child, str]:
+def run_credentials(cfg: Config, args: argparse.Namespace) -> Credential | None:
+    """Fresh credentials for this run's nodes under OUT/credentials (the launcher's own for its health
+    checks); None with --insecure."""
+    if args.insecure:
+        log.warning("--insecure: plaintext links, and anyone who reaches a port can be any node")
+        return None
+    where = Path(args.out) / CREDENTIALS
+    if where.exists():
+        shutil.rmtree(where)
+    write_credentials(where, [LAUNCHER, "edge", "relay", *cfg.link_names()])
+    return Credential.load(where, LAUNCHER)
+
+
+def _start_server(children: Children, name: str, argv: list[str], logs: Path, deadline: float,
+                  credential: Credential | None) -> tuple[Child, str]:
     """Start a child that writes a port file and serves health ""; return it and its address once SERVING."""
     port_file = logs / f"{name}.port"
     port_file.unlink(missing_ok=True)
     child = children.start(name, argv + ["--port-file", str(port_file)], logs / f"{name}.log", child_env(REPO_ROOT))
     port = wait_until(f"the {name} port file {port_file}", lambda: read_port(port_file), children, deadline)
     address = f"{HOST}:{port}"
-    with HealthProbe(address) as health:
+    with HealthProbe(address, credential, name) as health:
         wait_until(f"the {name} health check at {address}", health.serving, children, deadline)
     log.info("%s serving at %s", name, address)
     return child, address
@@ -222,12 +245,13 @@ def run_cluster(cfg: Config, args: argparse.Namespace, children: Children, deadl
     """Start every role, supervise the run, and return once the edge has finished and the others are down."""
     out = Path(args.out)
     logs = out / "logs"
+    credential = run_credentials(cfg, args)
     edge, edge_addr = _start_server(children, "edge", _role_argv(
         "edge", args, "--out", str(out), "--listen", f"{HOST}:0", "--no-progress",
-        *(["--resume"] if args.resume else [])), logs, deadline)
-    with HealthProbe(edge_addr) as edge_health:
+        *(["--resume"] if args.resume else [])), logs, deadline, credential)
+    with HealthProbe(edge_addr, credential, "edge") as edge_health:
         relay, relay_addr = _start_server(children, "relay", _role_argv(
-            "relay", args, "--listen", f"{HOST}:0", "--edge", edge_addr), logs, deadline)
+            "relay", args, "--listen", f"{HOST}:0", "--edge", edge_addr), logs, deadline, credential)
         wait_until("the relay's registration with the edge", lambda: edge_health.serving("node:relay"),
                    children, deadline)
         for u in range(cfg.users):

@@ -23,7 +23,8 @@ from typing import TypeVar
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from protos.rpc import MALLOC_ENV
+from protos.rpc import MALLOC_ENV, open_channel
+from protos.tls import Credential
 
 log = logging.getLogger(__name__)
 
@@ -191,12 +192,13 @@ def read_port(path: Path) -> int | None:
 
 
 class HealthProbe:
-    """grpc.health.v1 checks against one address; unreachable or unknown reads as not serving."""
+    """grpc.health.v1 checks against one address; unreachable or unknown reads as not serving.
+    With a credential it speaks mutual TLS to the server named `server_name`."""
 
-    def __init__(self, address: str):
+    def __init__(self, address: str, credential: Credential | None = None, server_name: str = ""):
         self.address = address
-        self._channel = grpc.insecure_channel(address, options=[("grpc.initial_reconnect_backoff_ms", 50),
-                                                                ("grpc.max_reconnect_backoff_ms", 500)])
+        self._channel = open_channel(address, credential, server_name, [("grpc.initial_reconnect_backoff_ms", 50),
+                                                                         ("grpc.max_reconnect_backoff_ms", 500)])
         self._stub = health_pb2_grpc.HealthStub(self._channel)
 
     def serving(self, service: str = "") -> bool:

@@ -20,6 +20,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from protos import tokcom_pb2 as pb
+from protos.tls import Credential
 
 log = logging.getLogger(__name__)
 
@@ -79,16 +80,18 @@ class Server:
 
 
 def start_server(add_servicers: Callable[[grpc.Server], None], listen: str, max_message_mb: int,
-                 workers: int, port_file: str | None = None,
+                 workers: int, credential: Credential | None, port_file: str | None = None,
                  health_servicer: health.HealthServicer | None = None) -> Server:
     """Start a gRPC server on `listen` (port 0: the OS picks) with `add_servicers` and the
     grpc.health.v1 service; health "" is SERVING and the port is in `port_file` when this returns.
+    With a credential the port speaks mutual TLS only; None (--insecure) serves plaintext.
     Each open stream holds one of the `workers` threads."""
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), options=channel_options(max_message_mb))
     add_servicers(server)
     health_servicer = health_servicer or health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    port = server.add_insecure_port(listen)
+    port = (server.add_secure_port(listen, credential.server()) if credential is not None
+            else server.add_insecure_port(listen))
     if port == 0:
         raise OSError(f"could not bind {listen}; is the address in use or not this machine's?")
     server.start()
@@ -99,14 +102,26 @@ def start_server(add_servicers: Callable[[grpc.Server], None], listen: str, max_
     return out
 
 
-def connect(address: str, max_message_mb: int, timeout_s: float = Timeouts.CONNECT_S) -> grpc.Channel:
+def open_channel(address: str, credential: Credential | None, server_name: str,
+                 options: list[tuple[str, int]]) -> grpc.Channel:
+    """A channel to `address`: mutual TLS with `credential`, checking that the server's certificate
+    names `server_name` ('relay', 'edge'); plaintext when `credential` is None."""
+    if credential is None:
+        return grpc.insecure_channel(address, options=options)
+    return grpc.secure_channel(address, credential.client(),
+                               options=options + [("grpc.ssl_target_name_override", server_name)])
+
+
+def connect(address: str, max_message_mb: int, credential: Credential | None, server_name: str,
+            timeout_s: float = Timeouts.CONNECT_S) -> grpc.Channel:
     """A channel to `address` once it accepts connections; TimeoutError naming it otherwise."""
-    channel = grpc.insecure_channel(address, options=channel_options(max_message_mb))
+    channel = open_channel(address, credential, server_name, channel_options(max_message_mb))
     try:
         grpc.channel_ready_future(channel).result(timeout=timeout_s)
     except grpc.FutureTimeoutError:
         channel.close()
-        raise TimeoutError(f"{address} not reachable within {timeout_s:.0f} s; start it first or check the address")
+        raise TimeoutError(f"{address} not reachable within {timeout_s:.0f} s; start it first or check the address"
+                           + (f", and that it is the {server_name} of this run's credentials" if credential else ""))
     return channel
 
 
