@@ -139,6 +139,8 @@ class EdgeServicer(pb_grpc.TokenLinkServicer):
         y = codec.decode_symbols(msg.symbols)  # (b, c)
         csi = codec.decode_symbols(msg.csi, name="csi") if msg.HasField("csi") else None  # (b, n)
         labels = codec.decode_labels(msg.labels) if msg.HasField("labels") else {}
+        check_channel(msg.node, float(msg.noise_var), csi)  # what the message says, whatever the round
+        check_labels(msg.node, labels, self.vocab)
         if not relay:
             raise _StreamError(grpc.StatusCode.FAILED_PRECONDITION,
                                "tokens before Hello: the relay says Hello first on its stream")
@@ -149,8 +151,6 @@ class EdgeServicer(pb_grpc.TokenLinkServicer):
         if csi is not None and (csi.shape[0] != b or csi.shape[1] != num_blocks(c, link.coherence)):
             raise codec.CodecError(f"csi {tuple(csi.shape)}, expected ({b}, {num_blocks(c, link.coherence)}): "
                                    f"one gain per fading block per sample")
-        check_channel(msg.node, float(msg.noise_var), csi)
-        check_labels(msg.node, labels, self.vocab)
         self.hub.submit_tokens(msg.node, msg.phase, msg.step,
                                Received(y, int(msg.s), expand_csi(csi, c, link), float(msg.noise_var)), labels,
                                float(msg.compute_ms), float(msg.uplink_airtime_s))

@@ -1,20 +1,30 @@
 """Start tokcom roles by hand as real processes (the README's separate-machines recipe,
 on loopback): OS-picked ports, readiness by port file + grpc health check, hard
-deadlines, and a stop that signals only the processes started here."""
+deadlines, and a stop that signals only the processes started here. Over mutual TLS with
+credentials made here (as `tokcom credentials` makes them), or plaintext with `tls=False`."""
 from __future__ import annotations
 
 import sys
 import time
 from pathlib import Path
 
+from configs.loader import load_config
 from launch.procs import Children, HealthProbe, child_env, read_port, wait_until
+from protos.pki import write_credentials
+from protos.tls import Credential
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 class ManualCluster:
-    def __init__(self, tmp: Path, overrides: list[str], deadline_s: float = 300.0):
+    def __init__(self, tmp: Path, overrides: list[str], deadline_s: float = 300.0, tls: bool = True):
         self.tmp, self.overrides = tmp, overrides
+        self.credentials = tmp / "credentials" if tls else None
+        self.probe_credential = None
+        if self.credentials is not None:
+            names = load_config(REPO / "configs" / "tiny.yaml", overrides).link_names()
+            write_credentials(self.credentials, ["launcher", "edge", "relay", *names])
+            self.probe_credential = Credential.load(self.credentials, "launcher")
         self.children = Children()
         self.deadline = time.monotonic() + deadline_s
         self.env = child_env(REPO)
@@ -23,8 +33,9 @@ class ManualCluster:
 
     def _argv(self, role: str, *extra: str) -> list[str]:
         sets = [a for o in self.overrides for a in ("--set", o)]
+        tls = ["--credentials", str(self.credentials)] if self.credentials else ["--insecure"]
         return [sys.executable, "-m", "launch.cli", role, "--config", str(REPO / "configs" / "tiny.yaml"),
-                *sets, *extra]
+                *sets, *tls, *extra]
 
     def _serve(self, name: str, argv: list[str]) -> str:
         port_file = self.tmp / f"{name}.port"
@@ -32,7 +43,7 @@ class ManualCluster:
                             env=self.env)
         port = wait_until(f"{name} port", lambda: read_port(port_file), self.children, self.deadline)
         addr = f"127.0.0.1:{port}"
-        with HealthProbe(addr) as probe:
+        with HealthProbe(addr, self.probe_credential, name) as probe:
             wait_until(f"{name} health", probe.serving, self.children, self.deadline)
         return addr
 
@@ -54,7 +65,7 @@ class ManualCluster:
                                    self.tmp / "logs" / f"{name}.log", env=self.env)
 
     def wait_registered(self, node: str) -> None:
-        with HealthProbe(self.edge_addr) as probe:
+        with HealthProbe(self.edge_addr, self.probe_credential, "edge") as probe:
             wait_until(f"{node} registered", lambda: probe.serving(f"node:{node}"), self.children, self.deadline)
 
     def wait_edge_exit(self) -> int:
