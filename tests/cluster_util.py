@@ -4,6 +4,9 @@ deadlines, and a stop that signals only the processes started here. Over mutual 
 credentials made here (as `tokcom credentials` makes them), or plaintext with `tls=False`."""
 from __future__ import annotations
 
+import re
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -14,6 +17,7 @@ from protos.pki import write_credentials
 from protos.tls import Credential
 
 REPO = Path(__file__).resolve().parents[1]
+DEADLINE_S = 600.0
 
 
 class ManualCluster:
@@ -79,3 +83,45 @@ class ManualCluster:
 
     def stop(self) -> None:
         self.children.stop(grace_s=10.0)
+
+
+class Launcher:
+    """`tokcom run` as a child of the test, its own log in a file."""
+
+    def __init__(self, tmp: Path, out: Path, overrides: list[str], *extra: str):
+        self.log_path = tmp / f"launcher-{len(list(tmp.glob('launcher-*')))}.log"
+        sets = [a for o in overrides for a in ("--set", o)]
+        argv = [sys.executable, "-m", "launch.cli", "run", "--config", str(REPO / "configs" / "tiny.yaml"),
+                "--out", str(out), "--no-progress", "--timeout", str(DEADLINE_S), *sets, *extra]
+        with open(self.log_path, "wb") as f:
+            self.popen = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, env=child_env(REPO))
+        self.deadline = time.monotonic() + DEADLINE_S
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def pid_of(self, name: str) -> int:
+        """The pid the launcher logged for its child `name` (the latest start)."""
+        found = re.findall(rf"started {re.escape(name)} \(pid (\d+)\)", self.log())
+        assert found, f"the launcher has not started {name}:\n{self.log()[-3000:]}"
+        return int(found[-1])
+
+    def wait_for(self, what: str, probe) -> None:
+        delay = 0.05
+        while not probe():
+            assert self.popen.poll() is None, f"the launcher exited before {what}:\n{self.log()[-3000:]}"
+            assert time.monotonic() < self.deadline, f"timed out waiting for {what}"
+            time.sleep(delay)
+            delay = min(2 * delay, 0.5)
+
+    def wait(self) -> int:
+        return self.popen.wait(timeout=max(1.0, self.deadline - time.monotonic()))
+
+    def kill(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)  # the launcher stops its own children
+            try:
+                self.popen.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
