@@ -67,6 +67,7 @@ class _Node:
     gone: str = ""  # why its stream closed, if it did
     expect: tuple[str, int, int] | None = None  # (phase, step, batch) of the pending TRANSMIT
     transmit: TaskSpec | None = None  # that TRANSMIT, sent again if the node rejoins before answering
+    awaiting: TaskSpec | None = None  # a SAVE or LOAD not yet acknowledged, sent again if the node rejoins
 
 
 @dataclass
@@ -153,6 +154,8 @@ class EdgeHub:
             self._queue(name, TaskSpec("LOAD", path=self.restore_dir))
         else:
             log.warning("%s rejoined before any checkpoint; it goes on from its initial weights", name)
+        if node.awaiting is not None:  # its acknowledgement satisfies the wait (a later seq)
+            self._queue(name, TaskSpec(node.awaiting.kind, path=node.awaiting.path))
         if node.transmit is not None:
             self._queue(name, TaskSpec("TRANSMIT", node.transmit.phase, node.transmit.step,
                                        list(node.transmit.sample_ids)))
@@ -274,10 +277,17 @@ class EdgeHub:
 
     def _deliver_and_wait(self, kind: str, path: str, what: str) -> None:
         devices = [n for n in self.expected if n != "relay"]
-        targets = {n: self._queue(n, TaskSpec(kind, path=path)) for n in devices}
+        targets = {}
+        for n in devices:
+            self.nodes[n].awaiting = TaskSpec(kind, path=path)
+            targets[n] = self._queue(n, self.nodes[n].awaiting)
         self._flush()
-        self._wait(lambda: all(self.nodes[n].done >= k for n, k in targets.items()),
-                   lambda: [n for n, k in targets.items() if self.nodes[n].done < k], what)
+        try:
+            self._wait(lambda: all(self.nodes[n].done >= k for n, k in targets.items()),
+                       lambda: [n for n, k in targets.items() if self.nodes[n].done < k], what)
+        finally:
+            for n in devices:
+                self.nodes[n].awaiting = None
 
     def save_devices(self, ckpt_dir: str) -> None:
         self._deliver_and_wait("SAVE", ckpt_dir, "saving state")
