@@ -10,6 +10,9 @@ next tokens come after its update by construction. Only the nodes that train get
 UPDATE. SAVE and LOAD are acknowledged (`done`), since the edge must know the state is
 on disk; TRANSMIT is answered by the tokens. Tasks are queued and sent as one batch when
 the driver next waits (a round's UPDATEs leave with the next round's TRANSMITs).
+
+A device that registers again (restarted) rejoins: after its Welcome it gets LOAD of the
+devices' last checkpoint, any SAVE or LOAD the driver is waiting on, and the TRANSMIT it owes.
 """
 from __future__ import annotations
 
