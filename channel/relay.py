@@ -291,7 +291,13 @@ class Relay(pb_grpc.TokenLinkServicer):
             self.to_edge.put(pb.Up(gone=pb.Gone(node=node, why="its stream to the relay closed before STOP")))
 
     def close(self) -> None:
+        """End every stream: the edge's, and each device's (a server thread waits on each until it ends,
+        and the process cannot exit before they do)."""
         self.to_edge.close()
+        with self.lock:
+            outboxes = [r.outbox for r in self.routes.values() if r.outbox is not None]
+        for outbox in outboxes:
+            outbox.abort(grpc.StatusCode.UNAVAILABLE, "the relay is stopping")
         if self.release is not None:
             self.release.close()
 
@@ -347,6 +353,6 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         log.info("relay stopping")
     finally:
-        server.stop()
         relay.close()
+        server.stop()
     return 0
