@@ -33,7 +33,7 @@ from protos import tokcom_pb2 as pb
 from protos import tokcom_pb2_grpc as pb_grpc
 from protos.meter import LinkMeter
 from protos.tls import add_tls_arguments, credential_from_args
-from protos.rpc import PROTOCOL, Outbox, connect, fast_thread_switch, stop_on_signals
+from protos.rpc import PROTOCOL, Outbox, connect, fast_thread_switch, stop_on_signals, trim_heap
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
     cache = cache_dir(cfg)
     dataset = open_dataset(cfg.data, cache)
     node = build_device(cfg, args.user, args.modality, dataset, cache)
+    trim_heap()  # the text node keeps only the LM's embedding table
     if args.prepare_only:
         log.info("inputs ready in %s", cache)
         return 0

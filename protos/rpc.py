@@ -5,6 +5,7 @@ only one that starts servers or dials.
 """
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import queue
@@ -48,6 +49,18 @@ class Timeouts:
 # of being mmap'ed and unmapped per message (page faults dominated 8 MiB messages: ~65 ms -> ~25).
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(256 << 20), "MALLOC_TRIM_THRESHOLD_": str(1 << 30),
               "MALLOC_TOP_PAD_": str(64 << 20), "MALLOC_ARENA_MAX": "2"}
+
+
+def trim_heap() -> None:
+    """Give freed heap memory back to the OS (glibc's malloc_trim; nothing elsewhere). Under MALLOC_ENV
+    a process keeps what it frees: the text device, which loads the whole LM for its embedding
+    table, held 6.3 GB of the paper preset's 1.5B LM after dropping it, 1.3 GB after this."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    if hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)
 
 
 def channel_options(max_message_mb: int) -> list[tuple[str, int]]:
