@@ -280,11 +280,17 @@ class TrainConfig:
     tau: float = 0.07
     recon_weight: float = 1.0
     align_weight: float = 1.0
+    # Stage 1 also trains the media path to caption the clip through the frozen LM (LLaVA's
+    # feature-alignment objective): cross-entropy of the caption given [audio, video] only.
+    # 0 keeps the paper's stage 1 (reconstruction + InfoNCE).
+    caption_weight: float = 0.0
     checkpoint: bool = True  # a checkpoint after the last training step
     checkpoint_every: int = 0  # also one every this many steps of each stage (0: off); `--resume` starts there
 
     def __post_init__(self) -> None:
         require(self.tau > 0, "train.tau", "must be > 0")
+        for key in ("recon_weight", "align_weight", "caption_weight"):
+            require(getattr(self, key) >= 0, f"train.{key}", "must be >= 0")
         require(self.checkpoint_every >= 0, "train.checkpoint_every", "must be >= 0 (0 turns it off)")
 
 

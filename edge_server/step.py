@@ -154,7 +154,8 @@ class EdgeNode:
         return StepOutput(loss.item(), parts, grads, (time.perf_counter() - t0) * 1e3)
 
     def _stage1(self, toks: dict[str, torch.Tensor], text_ids: torch.Tensor, text_mask: torch.Tensor):
-        """Text reconstruction (MSE) + InfoNCE of pooled audio/video vs pooled clean text."""
+        """Text reconstruction (MSE) + InfoNCE of pooled audio/video vs pooled clean text,
+        and, with `caption_weight`, the caption's cross-entropy given the media alone."""
         clean = self.lm.embed(text_ids).float()  # (b, L, d)
         recon = masked_mse(toks["text"], clean, text_mask)
         anchor = masked_mean_pool(clean, text_mask)  # (b, d)
@@ -165,6 +166,13 @@ class EdgeNode:
                 nce = info_nce(masked_mean_pool(toks[m], None), anchor, self.cfg.train.tau)
                 parts[f"align_{m}"] = nce.item()
                 loss = loss + self.cfg.train.align_weight * nce
+        media = [m for m in self.cfg.transmitter.order if m in TRAINED_DEVICES and m in toks]
+        if self.cfg.train.caption_weight > 0 and media:
+            prefix = torch.cat([toks[m] for m in media], dim=1)  # (b, P, d), the media tokens only
+            pmask = torch.ones(prefix.shape[:2], dtype=torch.bool, device=self.device)
+            cap = self.lm.answer_loss(prefix, pmask, text_ids, text_mask)
+            parts["caption"] = cap.item()
+            loss = loss + self.cfg.train.caption_weight * cap
         return loss, parts
 
     @torch.no_grad()

@@ -96,3 +96,33 @@ def test_only_lora_and_transceivers_train(parts):
         for n, p in d.tx.named_parameters():
             assert not torch.equal(p, before_tx[k][n]), (k, n)
     assert not list(devices[(0, "text")].tx.parameters())  # the text node has nothing to train
+
+
+def test_stage1_caption_term_is_the_caption_cross_entropy_given_the_media(parts):
+    """caption_weight adds w * CE(caption | [audio, video]) through the frozen LM, computed
+    here independently with the HF model's own shifted-label loss."""
+    cfg, dataset, lm, tok, devices = parts
+    ids = build_manifest(dataset, "test")["stage1"][:4]
+    w = 0.7
+    losses, received, labels = {}, {}, None
+    for m in ("audio", "video", "text"):
+        tx = devices[(0, m)].transmit("stage1", 0, ids)
+        out = apply_link(cfg.channel.link(f"user0/{m}"), cfg.seed, f"user0/{m}", "stage1", 0, tx.symbols)
+        received[m] = Received(out.y, tx.s, out.h_hat, out.noise_var)
+        labels = tx.labels if m == "text" else labels
+    for weight in (0.0, w):
+        edge = EdgeNode(replace(cfg, [f"train.caption_weight={weight}"]), copy.deepcopy(lm), tok)
+        losses[weight] = edge.train_step(0, "stage1", 0, received, labels)
+    assert "caption" not in losses[0.0].parts
+    edge = EdgeNode(cfg, copy.deepcopy(lm), tok)
+    edge.receivers.train()
+    with torch.no_grad(), torch.random.fork_rng():
+        toks = edge._receive(0, received, {})
+        media = torch.cat([toks["audio"], toks["video"]], dim=1)  # (b, P, d)
+        caption = lm.get_input_embeddings()(labels["text_ids"])  # (b, L, d)
+        target = torch.cat([torch.full(media.shape[:2], -100), labels["text_ids"].masked_fill(
+            ~labels["text_mask"].bool(), -100)], dim=1)
+        mask = torch.cat([torch.ones(media.shape[:2], dtype=torch.long), labels["text_mask"].long()], dim=1)
+        ref = lm(inputs_embeds=torch.cat([media, caption], dim=1), attention_mask=mask, labels=target).loss
+    assert abs(losses[w].parts["caption"] - float(ref)) < 1e-4
+    assert abs(losses[w].loss - (losses[0.0].loss + w * float(ref))) < 1e-4
