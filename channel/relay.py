@@ -9,7 +9,8 @@ queueing and propagation before passing it on (`channel.network`, `channel.delay
 
 It meters the links it receives on: every device uplink (with the labels on their own
 line) and edge->relay. A device meters its downlink, the edge relay->edge; each reports
-at the end. A device may speak only for the name it said Hello with.
+at the end. A device may speak only for the name it said Hello with, and with TLS it may say
+Hello only with the name its certificate carries.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import os
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import grpc
 
@@ -32,6 +33,7 @@ from protos import codec
 from protos import tokcom_pb2 as pb
 from protos import tokcom_pb2_grpc as pb_grpc
 from protos.meter import LinkMeter
+from protos.tls import add_tls_arguments, credential_from_args, peer_name
 from protos.rpc import (PROTOCOL, Outbox, Timeouts, connect, fast_thread_switch, peer_alive, serve_stream,
                         start_server, status_code, stop_on_signals)
 
@@ -40,11 +42,15 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class _Route:
-    """Where a device's downstream messages go: its current stream, once the edge welcomed it."""
+    """Where a device's downstream messages go: its current stream, once the edge welcomed it.
+
+    The edge sends a node's Welcome before any task for it (`EdgeHub.hello`), so a task that
+    finds no welcomed stream was meant for a stream that has since closed: it is dropped, and
+    the edge sends a rejoining device what it owes after the new Welcome.
+    """
 
     outbox: Outbox | None = None
     welcomed: bool = False
-    backlog: list = field(default_factory=list)  # tasks that came before the stream or its welcome
 
 
 class Relay(pb_grpc.TokenLinkServicer):
@@ -102,17 +108,12 @@ class Relay(pb_grpc.TokenLinkServicer):
     def _route(self, node: str, down: pb.Down, welcome: bool = False) -> None:
         with self.lock:
             route = self.routes[node]
-            if welcome:
+            if welcome and route.outbox is not None:
                 route.welcomed = True
-                if route.outbox is not None:
-                    route.outbox.put(down)
-                    for held in route.backlog:
-                        route.outbox.put(held)
-                    route.backlog.clear()
-            elif route.outbox is not None and route.welcomed:
+            if route.outbox is not None and route.welcomed:
                 route.outbox.put(down)
             else:
-                route.backlog.append(down)
+                log.info("dropped a message for %s: its stream closed before it arrived", node)
 
     # -------------------------------------------------------------- downlink
     def _downlink(self, batch: pb.Tasks) -> None:
@@ -162,17 +163,21 @@ class Relay(pb_grpc.TokenLinkServicer):
     # -------------------------------------------------------------- device streams
     def Link(self, request_iterator, context):
         outbox = Outbox()
-        threading.Thread(target=self._read_device, args=(request_iterator, outbox), daemon=True,
+        threading.Thread(target=self._read_device, args=(request_iterator, outbox, peer_name(context)), daemon=True,
                          name="relay-device-reader").start()
         return serve_stream(outbox, context)
 
-    def _read_device(self, requests, outbox: Outbox) -> None:
+    def _read_device(self, requests, outbox: Outbox, peer: str | None) -> None:
+        """`peer`: the device name in the client's certificate (None without TLS)."""
         node = ""
         try:
+            if peer is not None and peer not in self.devices:
+                raise _Refuse(grpc.StatusCode.PERMISSION_DENIED, f"the credential of '{peer}' is not a device's "
+                                                                 f"of this run; only devices open streams here")
             for up in requests:
                 kind = up.WhichOneof("msg")
                 if not node:
-                    node = self._device_hello(up, outbox)
+                    node = self._device_hello(up, outbox, peer)
                     continue
                 if kind == "tokens":
                     self._uplink(node, up)
@@ -201,13 +206,16 @@ class Relay(pb_grpc.TokenLinkServicer):
         if node:
             self._disconnected(node, outbox)
 
-    def _device_hello(self, up: pb.Up, outbox: Outbox) -> str:
+    def _device_hello(self, up: pb.Up, outbox: Outbox, peer: str | None) -> str:
         if up.WhichOneof("msg") != "hello":
             raise _Refuse(grpc.StatusCode.FAILED_PRECONDITION, "say Hello first")
         if up.hello.protocol != PROTOCOL:
             raise _Refuse(grpc.StatusCode.FAILED_PRECONDITION,
                           f"protocol '{up.hello.protocol}', this relay speaks {PROTOCOL}")
         node = up.hello.info.node
+        if peer is not None and node != peer:
+            raise _Refuse(grpc.StatusCode.PERMISSION_DENIED, f"this credential names '{peer}'; it cannot register "
+                                                             f"as '{node}'")
         if node not in self.devices:
             raise _Refuse(grpc.StatusCode.INVALID_ARGUMENT, f"unknown node '{node}'; this run has "
                                                             f"{sorted(self.devices)}")
@@ -283,7 +291,13 @@ class Relay(pb_grpc.TokenLinkServicer):
             self.to_edge.put(pb.Up(gone=pb.Gone(node=node, why="its stream to the relay closed before STOP")))
 
     def close(self) -> None:
+        """End every stream: the edge's, and each device's (a server thread waits on each until it ends,
+        and the process cannot exit before they do)."""
         self.to_edge.close()
+        with self.lock:
+            outboxes = [r.outbox for r in self.routes.values() if r.outbox is not None]
+        for outbox in outboxes:
+            outbox.abort(grpc.StatusCode.UNAVAILABLE, "the relay is stopping")
         if self.release is not None:
             self.release.close()
 
@@ -296,6 +310,7 @@ class _Refuse(Exception):
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_config_arguments(p)
+    add_tls_arguments(p)
     p.add_argument("--listen", default="127.0.0.1:0", help="HOST:PORT for devices (port 0: the OS picks)")
     p.add_argument("--edge", required=True, help="HOST:PORT of the edge server")
     p.add_argument("--port-file", help="write the bound port here once listening")
@@ -306,11 +321,12 @@ def run(args: argparse.Namespace) -> int:
     stop_on_signals()
     fast_thread_switch()
     cfg = load_config(args.config, args.overrides)
+    credential = credential_from_args(args, "relay")
     import torch
 
     torch.set_num_threads(1)  # element-wise channel math; leave the cores to the edge
     try:
-        channel = connect(args.edge, cfg.wire.max_message_mb, args.connect_timeout)
+        channel = connect(args.edge, cfg.wire.max_message_mb, credential, "edge", args.connect_timeout)
     except TimeoutError as e:
         log.error("edge: %s", e)
         return 1
@@ -324,9 +340,10 @@ def run(args: argparse.Namespace) -> int:
         relay.close()
         return 1
     server = start_server(lambda s: pb_grpc.add_TokenLinkServicer_to_server(relay, s), args.listen,
-                          cfg.wire.max_message_mb, workers=8 + 2 * len(relay.devices), port_file=args.port_file)
-    log.info("relay listening on port %d, edge at %s%s", server.port, args.edge,
-             "; emulating the network" if relay.release else "")
+                          cfg.wire.max_message_mb, workers=8 + 2 * len(relay.devices), credential=credential,
+                          port_file=args.port_file)
+    log.info("relay listening on port %d (%s), edge at %s%s", server.port, "mutual TLS" if credential else "INSECURE",
+             args.edge, "; emulating the network" if relay.release else "")
     misses = 0
     try:
         while misses < Timeouts.EDGE_GONE_CHECKS:  # serve until signalled or until the edge has gone away
@@ -336,6 +353,6 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         log.info("relay stopping")
     finally:
-        server.stop()
         relay.close()
+        server.stop()
     return 0

@@ -286,7 +286,8 @@ class TrainConfig:
     # feature-alignment objective): cross-entropy of the caption given [audio, video] only.
     # 0 keeps the paper's stage 1 (reconstruction + InfoNCE).
     caption_weight: float = 0.0
-    checkpoint: bool = True
+    checkpoint: bool = True  # a checkpoint after the last training step
+    checkpoint_every: int = 0  # also one every this many steps of each stage (0: off); `--resume` starts there
     # sequential: step k trains user k mod N alone; concurrent: every user in every step,
     # one loss over the union of their samples (edge_server.step)
     schedule: str = "sequential"
@@ -296,6 +297,7 @@ class TrainConfig:
         for key in ("recon_weight", "align_weight", "caption_weight"):
             require(getattr(self, key) >= 0, f"train.{key}", "must be >= 0")
         require(self.schedule in SCHEDULES, "train.schedule", f"must be one of {SCHEDULES}")
+        require(self.checkpoint_every >= 0, "train.checkpoint_every", "must be >= 0 (0 turns it off)")
 
 
 @dataclass(frozen=True)

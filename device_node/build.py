@@ -44,13 +44,26 @@ def needed_clips(dataset, manifest: dict[str, list[str]]) -> list[str]:
 def build_devices(cfg: Config, users: list[int], modality: str, dataset, cache_dir: Path,
                   foundation=None) -> list[DeviceNode]:
     """Ready devices of `users` for one modality, sharing one frozen input path (the encoder's
-    cached features, or one copy of the LM's embedding table); each has its own transmitter
-    and optimiser. `foundation` = (lm, tokenizer) may be passed to share one load."""
+    cached features, or the LM's embedding table); each has its own transmitter and
+    optimiser. `foundation` = (lm, tokenizer) may be passed to share one load."""
     if modality == "text":
         lm, tok = foundation or load_foundation(cfg.models, dataset, cache_dir, cfg.seed)
-        table = lm.get_input_embeddings().weight.detach().float().cpu().clone()  # (V, d), frozen
+        table = lm.get_input_embeddings().weight.detach().float().cpu()  # (V, d), frozen, shared
         return [DeviceNode(cfg, u, modality, dataset, table.shape[1], tokenizer=tok, embed_table=table)
                 for u in users]
+    bank = feature_bank(cfg, modality, dataset, cache_dir)
+    return [DeviceNode(cfg, u, modality, dataset, lm_width(cfg.models), features=bank) for u in users]
+
+
+def build_device(cfg: Config, user: int, modality: str, dataset, cache_dir: Path,
+                 foundation=None) -> DeviceNode:
+    """One ready device (see `build_devices`)."""
+    return build_devices(cfg, [user], modality, dataset, cache_dir, foundation)[0]
+
+
+def feature_bank(cfg: Config, modality: str, dataset, cache_dir: Path) -> FeatureBank:
+    """The audio or video device's frozen input path: every clip of the manifest through the
+    frozen encoder once (cached on disk under `cache_dir`, shared by every user)."""
     sel = getattr(cfg.transmitter, modality)
     encoder = build_encoder(modality, cfg.models)
     if sel.tokens > encoder.num_tokens:
@@ -61,11 +74,11 @@ def build_devices(cfg: Config, users: list[int], modality: str, dataset, cache_d
                               Path(cache_dir))
     train = needed_clips(dataset, {p: manifest[p] for p in ("stage1", "stage2")}) if cfg.transmitter.standardize \
         else None
-    bank = FeatureBank(table, encoder.width, train)
-    return [DeviceNode(cfg, u, modality, dataset, lm_width(cfg.models), features=bank) for u in users]
+    return FeatureBank(table, encoder.width, train)
 
 
-def build_device(cfg: Config, user: int, modality: str, dataset, cache_dir: Path,
-                 foundation=None) -> DeviceNode:
-    """One ready device (see `build_devices`)."""
-    return build_devices(cfg, [user], modality, dataset, cache_dir, foundation)[0]
+def prepare_features(cfg: Config, dataset, cache_dir: Path) -> None:
+    """Fill the feature caches of the audio and the video devices, so that devices start
+    (and register) at once: with the paper's encoders this takes minutes to hours."""
+    for modality in ("audio", "video"):
+        feature_bank(cfg, modality, dataset, cache_dir)

@@ -32,7 +32,8 @@ from protos import codec
 from protos import tokcom_pb2 as pb
 from protos import tokcom_pb2_grpc as pb_grpc
 from protos.meter import LinkMeter
-from protos.rpc import PROTOCOL, Outbox, connect, fast_thread_switch, stop_on_signals
+from protos.tls import add_tls_arguments, credential_from_args
+from protos.rpc import PROTOCOL, Outbox, connect, fast_thread_switch, stop_on_signals, trim_heap
 
 log = logging.getLogger(__name__)
 
@@ -106,12 +107,15 @@ class DeviceClient:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_config_arguments(p)
-    p.add_argument("--relay", required=True, help="HOST:PORT of the relay")
+    add_tls_arguments(p)
+    p.add_argument("--relay", help="HOST:PORT of the relay (required unless --prepare-only)")
     p.add_argument("--user", type=int, required=True)
     p.add_argument("--modality", required=True, choices=MODALITIES)
     p.add_argument("--state-dir", default="device_state", help="where SAVE writes when the edge names no path")
     p.add_argument("--connect-timeout", type=float, default=300.0)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads for this device")
+    p.add_argument("--prepare-only", action="store_true",
+                   help="build this device's inputs (the encoder feature cache) and exit, before the edge waits")
 
 
 def node_info(cfg, node: DeviceNode, dataset) -> pb.NodeInfo:
@@ -131,11 +135,19 @@ def run(args: argparse.Namespace) -> int:
     if not 0 <= args.user < cfg.users:
         log.error("--user %d is outside this config's users 0..%d", args.user, cfg.users - 1)
         return 2
+    if not args.prepare_only and not args.relay:
+        log.error("--relay HOST:PORT is required to join a run (or --prepare-only to build the inputs and exit)")
+        return 2
+    credential = None if args.prepare_only else credential_from_args(args, f"user{args.user}/{args.modality}")
     cache = cache_dir(cfg)
     dataset = open_dataset(cfg.data, cache)
     node = build_device(cfg, args.user, args.modality, dataset, cache)
+    trim_heap()  # the text node keeps only the LM's embedding table
+    if args.prepare_only:
+        log.info("inputs ready in %s", cache)
+        return 0
     try:
-        channel = connect(args.relay, cfg.wire.max_message_mb, args.connect_timeout)
+        channel = connect(args.relay, cfg.wire.max_message_mb, credential, "relay", args.connect_timeout)
     except TimeoutError as e:
         log.error("relay: %s", e)
         return 1

@@ -2,10 +2,11 @@
 
 One OS process runs one modality's devices for several users. They share what is
 frozen and heavy, loaded once: torch and the libraries, the dataset, the encoder's
-cached features (or, for text, one copy of the LM's embedding table) and one gRPC
-channel, i.e. one HTTP/2 connection, to the relay. Each node keeps what makes it a
-device: its name (it says Hello on a stream of its own and speaks only for itself),
-its transmitter and optimiser, its link meter and report, and its own checkpoint file.
+cached features (or, for text, one copy of the LM's embedding table). Each node keeps
+what makes it a device: its name and credential (a TLS connection carries one
+certificate, and a node speaks only for the name in its own, so each node dials the
+relay on a connection of its own; with --insecure they share one), its stream, its
+transmitter and optimiser, its link meter and report, and its own checkpoint file.
 The default stays one process per device (`tokcom device`); `tokcom run` starts hosts
 when `launch.devices_per_process` > 1.
 """
@@ -29,7 +30,8 @@ from foundation.assets import cache_dir
 from foundation.data import open_dataset
 from foundation.logs import setup_logging
 from protos import tokcom_pb2_grpc as pb_grpc
-from protos.rpc import connect, fast_thread_switch, stop_on_signals
+from protos.rpc import connect, fast_thread_switch, stop_on_signals, trim_heap
+from protos.tls import add_tls_arguments, credential_from_args
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +59,7 @@ def format_users(users: list[int]) -> str:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_config_arguments(p)
+    add_tls_arguments(p)
     p.add_argument("--relay", required=True, help="HOST:PORT of the relay")
     p.add_argument("--users", required=True, help="the users whose devices this process runs, e.g. 0-15 or 0,2,5-7")
     p.add_argument("--modality", required=True, choices=MODALITIES)
@@ -65,12 +68,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads for this process")
 
 
-def serve_all(nodes: list[DeviceNode], infos: list, stub: pb_grpc.TokenLinkStub, precision: str,
+def serve_all(nodes: list[DeviceNode], infos: list, stubs: list[pb_grpc.TokenLinkStub], precision: str,
               state_dir: Path) -> list[str]:
     """Each node on its own stream and thread until STOP; returns the nodes that failed, with why."""
     failed: list[str] = []
 
-    def serve(node: DeviceNode, info) -> None:
+    def serve(node: DeviceNode, info, stub: pb_grpc.TokenLinkStub) -> None:
         try:
             DeviceClient(node, stub, precision, state_dir).serve(info)
         except grpc.RpcError as e:
@@ -78,7 +81,8 @@ def serve_all(nodes: list[DeviceNode], infos: list, stub: pb_grpc.TokenLinkStub,
         except ConnectionError as e:
             failed.append(f"{node.node}: {e}")
 
-    threads = [threading.Thread(target=serve, args=(n, i), name=n.node, daemon=True) for n, i in zip(nodes, infos)]
+    threads = [threading.Thread(target=serve, args=(n, i, s), name=n.node, daemon=True)
+               for n, i, s in zip(nodes, infos, stubs)]
     for t in threads:
         t.start()
     for t in threads:
@@ -99,21 +103,27 @@ def run(args: argparse.Namespace) -> int:
         return 2
     cache = cache_dir(cfg)
     dataset = open_dataset(cfg.data, cache)
+    credentials = [credential_from_args(args, f"user{u}/{args.modality}") for u in users]
     nodes = build_devices(cfg, users, args.modality, dataset, cache)
+    trim_heap()  # the text nodes keep only the LM's embedding table
+    channels = []
     try:
-        channel = connect(args.relay, cfg.wire.max_message_mb, args.connect_timeout)
+        for cred in (credentials if credentials[0] is not None else credentials[:1]):
+            channels.append(connect(args.relay, cfg.wire.max_message_mb, cred, "relay", args.connect_timeout))
     except TimeoutError as e:
         log.error("relay: %s", e)
         return 1
-    log.info("hosting %d %s devices on one connection to %s", len(nodes), args.modality, args.relay)
+    stubs = [pb_grpc.TokenLinkStub(c) for c in channels] * (len(nodes) if len(channels) == 1 else 1)
+    log.info("hosting %d %s devices on %d connection(s) to %s", len(nodes), args.modality, len(channels), args.relay)
     try:
-        failed = serve_all(nodes, [node_info(cfg, n, dataset) for n in nodes], pb_grpc.TokenLinkStub(channel),
-                           cfg.wire.precision, Path(args.state_dir))
+        failed = serve_all(nodes, [node_info(cfg, n, dataset) for n in nodes], stubs, cfg.wire.precision,
+                           Path(args.state_dir))
     except KeyboardInterrupt:
         log.info("interrupted")
         return 130
     finally:
-        channel.close()
+        for c in channels:
+            c.close()
     for f in failed:
         log.error("%s", f)
     if failed:

@@ -12,6 +12,7 @@ device process call exactly these methods.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,7 +122,11 @@ class DeviceNode:
         """Back-propagate dL/d(symbols) (b, c) complex (dL/dRe + j dL/dIm) into F_m, step."""
         if grad is None or not self.trainable:
             return
-        if self._pending is None or self._pending[:2] != (phase, step):
+        if self._pending is None:  # a restarted device gets the gradient its former self was owed
+            log.warning("%s: skipping the gradient of %s step %d: no transmission of that round is pending "
+                        "(restarted since)", self.node, phase, step)
+            return
+        if self._pending[:2] != (phase, step):
             raise RuntimeError(f"{self.node}: gradient for {phase} step {step} but the pending "
                                f"round is {self._pending[:2] if self._pending else None}")
         z = self._pending[2]
@@ -151,8 +156,11 @@ class DeviceNode:
             self.opt.load_state_dict(state["optimizer"])
 
     def save(self, path: Path) -> None:
+        """Write to a temp file beside `path`, then rename: a kill never leaves half a checkpoint."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(self.state_dict(), path)
+        tmp = path.with_name(f".{path.name}.tmp")
+        torch.save(self.state_dict(), tmp)
+        os.replace(tmp, path)
 
     def load(self, path: Path) -> None:
         self.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))

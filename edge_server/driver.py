@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import torch
 from tqdm import tqdm
 
+from configs.loader import config_digest
+from edge_server.checkpoint import Position, atomic_torch_save
 from edge_server.evaluate import Scorer
 from edge_server.rundir import RunDir
 from edge_server.step import EdgeNode, Received, UserBatch, round_plan
@@ -79,6 +82,8 @@ class Transport(Protocol):
 
     def save_devices(self, ckpt_dir: str) -> None: ...
 
+    def load_devices(self, ckpt_dir: str) -> None: ...
+
     def finish(self) -> None: ...
 
     def links(self) -> list[dict]: ...
@@ -121,11 +126,13 @@ class Driver:
         self.timer = _Timer()
         self.timeline = Timeline()
         self.losses: dict[str, dict[str, float]] = {}
+        self.position = Position("stage1", 0)  # the next training round
 
-    def _train(self, phase: str, bar: tqdm) -> None:
+    def _train(self, phase: str, bar: tqdm, start: int = 0) -> None:
         st = getattr(self.cfg.train, phase)
+        every = self.cfg.train.checkpoint_every
         t_start = time.perf_counter()
-        for step in range(st.steps):
+        for step in range(start, st.steps):
             plan = round_plan(self.cfg.train.schedule, self.cfg.users, step)
             ids = {u: self.edge.sample_ids(self.manifest, phase, slot) for u, slot in plan}
             t0 = time.perf_counter()
@@ -147,6 +154,10 @@ class Driver:
                                           "lr": st.lr, "wall_s": time.perf_counter() - t_start, **out.parts})
             bar.set_postfix_str(f"{phase} loss {out.loss:.4f}")
             bar.update(1)
+            self.position = Position(phase, step + 1)
+            if every and (step + 1) % every == 0 and step + 1 < st.steps:
+                self.checkpoint()
+        self.position = Position(phase, st.steps)
 
     def _evaluate(self, bar: tqdm) -> dict:
         scorer = Scorer()
@@ -184,16 +195,32 @@ class Driver:
         torch.save({"clip_ids": ids, **{m: torch.cat(v) for m, v in feats.items()}},
                    self.run_dir.path / f"probe_{tag}.pt")
 
+    def resume(self, ckpt: Path, pos: Position, progress: dict) -> None:
+        """Restore the edge and every device from the checkpoint at `ckpt`; training continues at `pos`."""
+        if progress.get("config_digest") != config_digest(self.cfg):
+            raise ResumeError(f"the checkpoint {ckpt} was written with another config; resume with the same "
+                              f"config file and --set overrides as the run that wrote it")
+        self.edge.load_state_dict(torch.load(ckpt / "edge.pt", map_location="cpu", weights_only=True))
+        self.transport.load_devices(str(ckpt / "devices"))
+        self.losses, self.position = progress["losses"], pos
+        log.info("resumed from %s: %s step %d", ckpt, pos.stage, pos.step)
+
     def run(self) -> dict:
         t0 = time.perf_counter()
         n_eval = self.cfg.users * len(eval_batches(self.manifest["eval"][: self.cfg.eval.max_samples or None],
                                                    self.cfg.eval.batch))
         total = self.cfg.train.stage1.steps + self.cfg.train.stage2.steps + n_eval
+        start = self.position
         with tqdm(total=total, desc="rounds", unit="round", disable=not self.progress) as bar:
-            self.probe("before")
-            self._train("stage1", bar)
-            self.probe("after")
-            self._train("stage2", bar)
+            if start.stage == "stage1":
+                if start.step == 0:
+                    self.probe("before")
+                bar.update(start.step)
+                self._train("stage1", bar, start.step)
+                self.probe("after")
+            else:
+                bar.update(self.cfg.train.stage1.steps + start.step)
+            self._train("stage2", bar, start.step if start.stage == "stage2" else 0)
             if self.cfg.train.checkpoint:
                 self.checkpoint()
             bar.set_postfix_str("evaluating")
@@ -207,7 +234,8 @@ class Driver:
                    "samples_per_s": samples / wall if wall > 0 else 0.0,
                    "step_time_breakdown_ms": self.timer.mean(),
                    "loss": self.losses, "processes": self.transport.processes(), "baselines": self.baselines(),
-                   "timeline": self.timeline.to_dict()}
+                   "timeline": self.timeline.to_dict(), "resumed_from": None if start == Position("stage1", 0)
+                   else {"stage": start.stage, "step": start.step}}
         self.run_dir.write_links(self.transport.links())
         self.run_dir.write_summary(summary)
         return summary
@@ -219,14 +247,28 @@ class Driver:
         return answer_prior_baselines(dataset.questions("train"), [dataset.question(i) for i in ids])
 
     def checkpoint(self) -> None:
-        self.transport.save_devices(str(self.run_dir.checkpoint_dir() / "devices"))
-        self.save_edge()
+        """A complete checkpoint at the current position: the devices first (their SAVE follows
+        the round's UPDATEs), then the edge, then `latest` points at it."""
+        ckpts = self.run_dir.checkpoints
+        path = ckpts.begin(self.position)
+        self.transport.save_devices(str(path / "devices"))
+        self.save_edge(path)
+        ckpts.commit(self.position, {"losses": self.losses, "config_digest": config_digest(self.cfg)})
+        log.info("checkpoint at %s step %d written to %s", self.position.stage, self.position.step, path)
 
-    def save_edge(self) -> None:
-        """The LoRA adapter in peft's format, plus receivers, optimiser and steps."""
-        ckpt = self.run_dir.checkpoint_dir()
+    def save_edge(self, path: Path) -> None:
+        """The LoRA adapter in peft's format, plus receivers, optimiser and the position reached."""
         # the frozen base embeddings need not travel with the adapter (a LoRA on the tied head is only A, B)
-        self.edge.lm.peft.save_pretrained(str(ckpt / "adapter"), save_embedding_layers=False)
-        torch.save({**self.edge.state_dict(), "steps": {p: getattr(self.cfg.train, p).steps
-                                                         for p in ("stage1", "stage2")}}, ckpt / "edge.pt")
-        log.info("checkpoint written to %s", ckpt)
+        self.edge.lm.peft.save_pretrained(str(path / "adapter"), save_embedding_layers=False)
+        atomic_torch_save({**self.edge.state_dict(), "position": [self.position.stage, self.position.step]},
+                          path / "edge.pt")
+
+    def save_interrupted(self) -> Path:
+        """The edge's state after a fault, beside (never over) the last good checkpoint."""
+        path = self.run_dir.checkpoints.interrupted()
+        self.save_edge(path)
+        return path
+
+
+class ResumeError(RuntimeError):
+    """A run directory that cannot be resumed; the message says why and what to do."""

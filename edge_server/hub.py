@@ -10,6 +10,9 @@ next tokens come after its update by construction. Only the nodes that train get
 UPDATE. SAVE and LOAD are acknowledged (`done`), since the edge must know the state is
 on disk; TRANSMIT is answered by the tokens. Tasks are queued and sent as one batch when
 the driver next waits (a round's UPDATEs leave with the next round's TRANSMITs).
+
+A device that registers again (restarted) rejoins: after its Welcome it gets LOAD of the
+devices' last checkpoint, any SAVE or LOAD the driver is waiting on, and the TRANSMIT it owes.
 """
 from __future__ import annotations
 
@@ -66,6 +69,8 @@ class _Node:
     done: int = 0  # highest acknowledged SAVE/LOAD
     gone: str = ""  # why its stream closed, if it did
     expect: tuple[str, int, int] | None = None  # (phase, step, batch) of the pending TRANSMIT
+    transmit: TaskSpec | None = None  # that TRANSMIT, sent again if the node rejoins before answering
+    awaiting: TaskSpec | None = None  # a SAVE or LOAD not yet acknowledged, sent again if the node rejoins
 
 
 @dataclass
@@ -92,6 +97,10 @@ class EdgeHub:
         self.edges = edges or [{"role": "edge", "pid": os.getpid(), "host": socket.gethostname()}]
         self._send: Callable[[list[tuple[str, TaskSpec]]], None] | None = None
         self._pending: list[tuple[str, TaskSpec]] = []  # queued for the next batch
+        # Held while anything goes down the relay's stream, so that a node's Welcome precedes every
+        # task for it: the relay then knows that tasks before a Welcome were for a dead stream.
+        self._sending = threading.RLock()
+        self.restore_dir: str | None = None  # the devices' last checkpoint: a rejoining device loads it
 
     # ------------------------------------------------------------ the relay's stream
     def attach(self, send: Callable[[list[tuple[str, TaskSpec]]], None]) -> None:
@@ -105,7 +114,8 @@ class EdgeHub:
                 self._send = None
 
     # ------------------------------------------------------------ handlers
-    def hello(self, info: dict) -> str:
+    def hello(self, info: dict, welcome: Callable[[str], None]) -> None:
+        """Register `info`'s node; `welcome(run_id)` answers it before any task for it is sent."""
         name = info["node"]
         if name not in self.expected:
             raise HubError("INVALID_ARGUMENT", f"unknown node '{name}'; this run expects {self.expected}")
@@ -127,17 +137,37 @@ class EdgeHub:
                 raise HubError("FAILED_PRECONDITION",
                                f"node '{name}' has {key} {got} but the edge has {want}: run every role with the "
                                f"same config file and overrides, and the same dataset")
-        with self.cond:
-            old = self.nodes.get(name)
-            if old is None:
-                self.nodes[name] = _Node(info)
-            else:  # a restarted node takes over its name and any round waiting for it
-                log.warning("node %s registered again (pid %s -> %s)", name, old.info["pid"], info["pid"])
-                old.info, old.gone = info, ""
-            self.cond.notify_all()
+        with self._sending:
+            welcome(self.run_id)
+            with self.cond:
+                old = self.nodes.get(name)
+                if old is None:
+                    self.nodes[name] = _Node(info)
+                else:  # a restarted node takes over its name and any round waiting for it
+                    log.warning("node %s registered again (pid %s -> %s)", name, old.info["pid"], info["pid"])
+                    old.info, old.gone = info, ""
+                self.cond.notify_all()
+            if old is not None and info["role"] == "device":
+                self._rejoin(name, old)
         log.info("registered %s (pid %s on %s)", name, info["pid"], info["host"])
         self.on_register(name)
-        return self.run_id
+
+    def _rejoin(self, name: str, node: _Node) -> None:
+        """A device that registered again: restore its last checkpoint, then the round it owes."""
+        if self.restore_dir:
+            log.warning("%s rejoined; it restores its state from %s", name, self.restore_dir)
+            self._queue(name, TaskSpec("LOAD", path=self.restore_dir))
+        else:
+            log.warning("%s rejoined before any checkpoint; it goes on from its initial weights", name)
+        if node.awaiting is not None:  # its acknowledgement satisfies the wait (a later seq)
+            self._queue(name, TaskSpec(node.awaiting.kind, path=node.awaiting.path))
+        if node.transmit is not None:
+            self._queue(name, TaskSpec("TRANSMIT", node.transmit.phase, node.transmit.step,
+                                       list(node.transmit.sample_ids)))
+        try:
+            self._flush()
+        except DeviceTimeout:
+            pass  # no relay stream yet: the driver's wait names the nodes
 
     def _node(self, name: str) -> _Node:
         node = self.nodes.get(name)
@@ -167,7 +197,7 @@ class EdgeHub:
         if name.endswith("/text") and "text_mask" not in labels:
             raise HubError("INVALID_ARGUMENT", f"node '{name}' sent no labels; the text node carries them")
         with self.cond:
-            node.expect = None
+            node.expect = node.transmit = None
             self.tokens[(name, phase, step)] = _Tokens(received, labels, compute_ms, airtime_s)
             self.cond.notify_all()
 
@@ -216,13 +246,14 @@ class EdgeHub:
         return task.seq
 
     def _flush(self) -> None:
-        with self.cond:
-            batch, self._pending, send = self._pending, [], self._send
-        if not batch:
-            return
-        if send is None:
-            raise DeviceTimeout(sorted({n for n, _ in batch}), "the relay's stream is closed")
-        send(batch)
+        with self._sending:
+            with self.cond:
+                batch, self._pending, send = self._pending, [], self._send
+            if not batch:
+                return
+            if send is None:
+                raise DeviceTimeout(sorted({n for n, _ in batch}), "the relay's stream is closed")
+            send(batch)
 
     def exchange(self, phase: str, step: int, ids: dict[int, list[str]]) -> Exchange:
         """TRANSMIT to every device of the round's users in one batch; wait for all their tokens."""
@@ -231,10 +262,10 @@ class EdgeHub:
         with self.cond:
             for u, ns in names.items():
                 for n in ns:
-                    self.nodes[n].expect = (phase, step, len(ids[u]))
-        for u, ns in names.items():
-            for n in ns:
-                self._queue(n, TaskSpec("TRANSMIT", phase, step, list(ids[u])))
+                    node = self.nodes[n]
+                    node.expect = (phase, step, len(ids[u]))
+                    node.transmit = TaskSpec("TRANSMIT", phase, step, list(ids[u]))
+                    self._queue(n, node.transmit)
         self._flush()
         keys = [(n, phase, step) for ns in names.values() for n in ns]
         self._wait(lambda: all(k in self.tokens for k in keys),
@@ -256,16 +287,25 @@ class EdgeHub:
 
     def _deliver_and_wait(self, kind: str, path: str, what: str) -> None:
         devices = [n for n in self.expected if n != "relay"]
-        targets = {n: self._queue(n, TaskSpec(kind, path=path)) for n in devices}
+        targets = {}
+        for n in devices:
+            self.nodes[n].awaiting = TaskSpec(kind, path=path)
+            targets[n] = self._queue(n, self.nodes[n].awaiting)
         self._flush()
-        self._wait(lambda: all(self.nodes[n].done >= k for n, k in targets.items()),
-                   lambda: [n for n, k in targets.items() if self.nodes[n].done < k], what)
+        try:
+            self._wait(lambda: all(self.nodes[n].done >= k for n, k in targets.items()),
+                       lambda: [n for n, k in targets.items() if self.nodes[n].done < k], what)
+        finally:
+            for n in devices:
+                self.nodes[n].awaiting = None
 
     def save_devices(self, ckpt_dir: str) -> None:
         self._deliver_and_wait("SAVE", ckpt_dir, "saving state")
+        self.restore_dir = ckpt_dir
 
     def load_devices(self, ckpt_dir: str) -> None:
         self._deliver_and_wait("LOAD", ckpt_dir, "loading state")
+        self.restore_dir = ckpt_dir
 
     def finish(self) -> None:
         """STOP every device; wait for the devices' and the relay's link reports."""

@@ -186,7 +186,7 @@ class Shards:
             if buf.numel():
                 dist.recv(buf, 0, group=self.cpu_group)
             batches = [_batch(d) for d in unpack(skeleton, buf)]
-            out = edge.train_share(header["phase"], batches, header["total"])
+            out = edge.train_share(header["phase"], header["step"], batches, header["total"])
             skeleton, buf = pack(self._result(out))
             dist.gather_object(skeleton, None, dst=0, group=self.cpu_group)
             if buf.numel():

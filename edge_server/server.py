@@ -5,7 +5,8 @@ calls the hub, and writes the hub's tasks down the same stream. Errors map to st
 codes: a malformed message -> INVALID_ARGUMENT, a message for a round nobody waits for
 -> FAILED_PRECONDITION. An error about one device's message goes down as an `Error` for
 that device (the relay ends that device's stream with its code); an error about the
-stream itself (no Hello, a stranger) ends the stream. The round driver runs on the main
+stream itself (no Hello, a stranger) ends the stream. With TLS only the relay's
+certificate may open a stream here (PERMISSION_DENIED otherwise). The round driver runs on the main
 thread with the hub as its transport.
 """
 from __future__ import annotations
@@ -15,6 +16,7 @@ import logging
 import os
 import threading
 import time
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2
@@ -24,7 +26,9 @@ from channel.link import expand_csi
 from configs.args import add_config_arguments
 from configs.schema import Config
 from configs.loader import config_digest, load_config
-from edge_server.driver import Driver
+from edge_server.checkpoint import Checkpoints
+from edge_server.driver import Driver, ResumeError
+from edge_server.guard import GuardError, NonFiniteStep, check_channel, check_labels
 from edge_server.hub import DeviceTimeout, EdgeHub, HubError, TaskSpec
 from edge_server import ranks
 from edge_server.rundir import RunDir
@@ -35,7 +39,8 @@ from foundation.manifest import build_manifest
 from protos import codec
 from protos import tokcom_pb2 as pb
 from protos import tokcom_pb2_grpc as pb_grpc
-from protos.rpc import (PROTOCOL, Outbox, fast_thread_switch, info_to_dict, serve_stream, start_server,
+from protos.tls import add_tls_arguments, credential_from_args, peer_name
+from protos.rpc import (PROTOCOL, Outbox, clip, fast_thread_switch, info_to_dict, serve_stream, start_server,
                         stop_on_signals)
 
 log = logging.getLogger(__name__)
@@ -48,19 +53,24 @@ class _StreamError(Exception):
 
 
 class EdgeServicer(pb_grpc.TokenLinkServicer):
-    def __init__(self, hub: EdgeHub, cfg: Config):
-        self.hub, self.cfg, self.precision = hub, cfg, cfg.wire.precision
+    def __init__(self, hub: EdgeHub, cfg: Config, vocab: int):
+        self.hub, self.cfg, self.precision, self.vocab = hub, cfg, cfg.wire.precision, vocab
 
     def Link(self, request_iterator, context):
         outbox = Outbox()
-        threading.Thread(target=self._read, args=(request_iterator, outbox), daemon=True,
+        threading.Thread(target=self._read, args=(request_iterator, outbox, peer_name(context)), daemon=True,
                          name="edge-link-reader").start()
         return serve_stream(outbox, context)
 
     # ------------------------------------------------------------ upstream
-    def _read(self, requests, outbox: Outbox) -> None:
+    def _read(self, requests, outbox: Outbox, peer: str | None) -> None:
+        """`peer`: the node name in the client's certificate (None without TLS)."""
         send = None  # set once the relay has said Hello on this stream
         try:
+            if peer is not None and peer != "relay":
+                raise _StreamError(grpc.StatusCode.PERMISSION_DENIED,
+                                   f"the credential of '{clip(peer)}' is not the relay's; only the relay reaches the "
+                                   f"edge, devices speak through it")
             for up in requests:
                 kind = up.WhichOneof("msg")
                 node = getattr(up, kind).node if kind in ("tokens", "done", "report", "gone") else up.hello.info.node
@@ -80,12 +90,12 @@ class EdgeServicer(pb_grpc.TokenLinkServicer):
                         self.hub.gone(node, up.gone.why)
                     else:
                         raise _StreamError(grpc.StatusCode.INVALID_ARGUMENT, "empty message: set one of Up's fields")
-                except (codec.CodecError, HubError) as e:
-                    code = "INVALID_ARGUMENT" if isinstance(e, codec.CodecError) else e.code
+                except (codec.CodecError, GuardError, HubError) as e:
+                    code = e.code if isinstance(e, HubError) else "INVALID_ARGUMENT"
                     if send is None or not node or node == "relay":
-                        raise _StreamError(getattr(grpc.StatusCode, code), f"{node or '?'}: {e}") from None
-                    log.warning("refused a message of %s: %s", node, e)
-                    outbox.put(pb.Down(error=pb.Error(node=node, code=code, message=f"{node}: {e}")))
+                        raise _StreamError(getattr(grpc.StatusCode, code), f"{clip(node) or '?'}: {e}") from None
+                    log.warning("refused a message of %s: %s", clip(node), clip(str(e)))
+                    outbox.put(pb.Down(error=pb.Error(node=node, code=code, message=clip(f"{node}: {e}"))))
         except _StreamError as e:
             outbox.abort(e.code, str(e))
             return
@@ -107,7 +117,13 @@ class EdgeServicer(pb_grpc.TokenLinkServicer):
         if send is None and info["role"] != "relay":
             raise _StreamError(grpc.StatusCode.FAILED_PRECONDITION,
                                f"'{info['node']}' said Hello straight to the edge; devices reach it through the relay")
-        run_id = self.hub.hello(info)
+        welcome = pb.Down(welcome=pb.Welcome(node=info["node"]))
+
+        def answer(run_id: str) -> None:
+            welcome.welcome.run_id = run_id
+            outbox.put(welcome)
+
+        self.hub.hello(info, answer)
         if info["role"] == "relay":
             if send is not None:
                 raise HubError("FAILED_PRECONDITION", "the relay said Hello twice on one stream")
@@ -116,7 +132,6 @@ class EdgeServicer(pb_grpc.TokenLinkServicer):
                 outbox.put(self._encode_tasks(batch))
 
             self.hub.attach(send)
-        outbox.put(pb.Down(welcome=pb.Welcome(node=info["node"], run_id=run_id)))
         return send
 
     def _tokens(self, up: pb.Up, relay: bool) -> None:
@@ -126,6 +141,8 @@ class EdgeServicer(pb_grpc.TokenLinkServicer):
         y = codec.decode_symbols(msg.symbols)  # (b, c)
         csi = codec.decode_symbols(msg.csi, name="csi") if msg.HasField("csi") else None  # (b, n)
         labels = codec.decode_labels(msg.labels) if msg.HasField("labels") else {}
+        check_channel(msg.node, float(msg.noise_var), csi)  # what the message says, whatever the round
+        check_labels(msg.node, labels, self.vocab)
         if not relay:
             raise _StreamError(grpc.StatusCode.FAILED_PRECONDITION,
                                "tokens before Hello: the relay says Hello first on its stream")
@@ -158,17 +175,25 @@ class EdgeServicer(pb_grpc.TokenLinkServicer):
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_config_arguments(p)
+    add_tls_arguments(p)
     p.add_argument("--out", required=True, help="run directory to write")
     p.add_argument("--listen", default="127.0.0.1:0", help="HOST:PORT to serve on (port 0: the OS picks)")
     p.add_argument("--port-file", help="write the bound port here once listening")
     p.add_argument("--register-timeout", type=float, default=600.0,
                    help="seconds to wait for the relay and every device to register")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/latest")
     p.add_argument("--no-progress", action="store_true")
 
 
 def serve(cfg: Config, args: argparse.Namespace) -> int:
     stop_on_signals()
     fast_thread_switch()
+    credential = credential_from_args(args, "edge")
+    resume = Checkpoints(Path(args.out) / "checkpoints").latest() if args.resume else None
+    if args.resume and resume is None:
+        log.error("--resume: no checkpoint in %s; run without --resume, with train.checkpoint_every > 0",
+                  Path(args.out) / "checkpoints")
+        return 2
     dataset, (lm, tok) = prepare_assets(cfg)
     edge = EdgeNode(cfg, lm, tok, pick_device(cfg.models.device, int(os.environ.get("LOCAL_RANK", 0))))
     try:
@@ -180,31 +205,43 @@ def serve(cfg: Config, args: argparse.Namespace) -> int:
         log.info("edge rank %d of %d: training the users it is given by rank 0", shards.rank, shards.world)
         shards.follow(edge)
         return 0
-    width = lm.config.hidden_size
+    width, vocab = lm.config.hidden_size, lm.get_input_embeddings().weight.shape[0]
     digests = {"config_digest": config_digest(cfg), "data_digest": dataset.digest(),
                "model_digest": embedding_fingerprint(lm.get_input_embeddings().weight)}
     health_servicer = health.HealthServicer()
     hub = EdgeHub(cfg, digests, {"audio": width, "video": width, "text": width},
                   on_register=lambda n: health_servicer.set(f"node:{n}", health_pb2.HealthCheckResponse.SERVING),
                   edges=shards.processes if shards is not None else None)
-    server = start_server(lambda s: pb_grpc.add_TokenLinkServicer_to_server(EdgeServicer(hub, cfg), s),
-                          args.listen, cfg.wire.max_message_mb, workers=16, port_file=args.port_file,
+    server = start_server(lambda s: pb_grpc.add_TokenLinkServicer_to_server(EdgeServicer(hub, cfg, vocab), s),
+                          args.listen, cfg.wire.max_message_mb, workers=16, credential=credential,
+                          port_file=args.port_file,
                           health_servicer=health_servicer)
-    log.info("edge listening on port %d (device %s); waiting for %s", server.port, edge.device, hub.expected)
-    run_dir = RunDir(args.out, cfg)
+    log.info("edge listening on port %d (%s, device %s); waiting for %s", server.port,
+             "mutual TLS, the relay's credential only" if credential else "INSECURE", edge.device, hub.expected)
+    run_dir = RunDir(args.out, cfg, resume_from=resume[1] if resume else None)
+    driver = Driver(cfg, edge, hub, build_manifest(dataset, cfg.eval.split), run_dir, not args.no_progress)
     code = 0
     try:
         hub.wait_registered(args.register_timeout)
-        driver = Driver(cfg, edge, hub, build_manifest(dataset, cfg.eval.split), run_dir, not args.no_progress)
+        if resume:
+            driver.resume(*resume)
         driver.run()
     except DeviceTimeout as e:
-        log.error("stopping the run: %s; saving the edge state to %s", e, run_dir.path / "checkpoints")
-        hub.stop_quietly(str(run_dir.checkpoint_dir() / "devices"))
-        Driver(cfg, edge, hub, {}, run_dir, False).save_edge()
+        where = run_dir.checkpoints.interrupted()
+        log.error("stopping the run: %s; saving the state reached to %s", e, where)
+        hub.stop_quietly(str(where / "devices"))
+        driver.save_interrupted()
         code = 3
+    except ResumeError as e:
+        log.error("%s", e)
+        hub.stop_quietly(None)
+        code = 2
+    except NonFiniteStep as e:
+        log.error("stopping the run: %s", e)
+        hub.stop_quietly(None)
+        code = 4
     except KeyboardInterrupt:
-        log.error("interrupted; saving the edge state to %s", run_dir.path / "checkpoints")
-        Driver(cfg, edge, hub, {}, run_dir, False).save_edge()
+        log.error("interrupted; saving the edge state reached to %s", driver.save_interrupted())
         code = 130
     finally:
         if shards is not None:

@@ -29,6 +29,7 @@ from torch import nn
 
 from channel.symbols import as_pairs, from_pairs
 from configs.schema import MODALITIES, Config
+from edge_server.guard import check_finite_step
 from edge_server.losses import info_nce, masked_mean_pool, masked_mse
 from edge_server.lm import FoundationLM, left_align
 from edge_server.receiver import TokenReceiver
@@ -166,13 +167,13 @@ class EdgeNode:
         total = sum(b.size for b in batches)
         if self.shards is not None:
             batches = self.shards.scatter(phase, step, total, batches)
-        out = self.train_share(phase, batches, total)
+        out = self.train_share(phase, step, batches, total)
         if self.shards is not None:
             out = self.shards.gather(out)
         out.compute_ms = (time.perf_counter() - t0) * 1e3
         return out
 
-    def train_share(self, phase: str, batches: list[UserBatch], total: int) -> StepOutput:
+    def train_share(self, phase: str, step: int, batches: list[UserBatch], total: int) -> StepOutput:
         """This process's users of a round of `total` samples: backward of (b_u / total) L_u per
         user, the gradients summed over the edge ranks, then the optimiser step."""
         self._set_phase(phase)
@@ -180,11 +181,12 @@ class EdgeNode:
         self.lm.train()
         self.opt.zero_grad()
         devices = [self.device] if self.device.type == "cuda" else []
-        loss_sum, parts_sum, grads = 0.0, {}, {}
+        loss_sum, parts_sum, grads, all_leaves = 0.0, {}, {}, []
         for batch in batches:
             w = batch.size / total
             leaves = {m: as_pairs(batch.received[m].y).to(self.device).requires_grad_(True)
                       for m in TRAINED_DEVICES if m in batch.received}  # (b, c, 2)
+            all_leaves += leaves.values()
             labels = batch.labels
             text_mask = labels["text_mask"].to(self.device)
             with torch.random.fork_rng(devices=devices):  # LoRA dropout, replayable per user batch
@@ -205,6 +207,7 @@ class EdgeNode:
                                  .detach().cpu() for m, leaf in leaves.items()}  # unused modality: zero
         if self.shards is not None:
             self.shards.all_reduce_grads(self.trainable(phase))
+        check_finite_step(phase, step, torch.tensor(loss_sum), [*self.trainable(phase), *all_leaves])
         self.opt.step()
         return StepOutput(loss_sum, parts_sum, grads)
 

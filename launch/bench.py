@@ -153,7 +153,7 @@ def paper_transport(config: str | None, overrides: list[str], out: Path, rounds:
     try:
         edge = _serve(children, "bench-edge", _python("-m", "launch.bench_roles", "edge", "--rounds", str(rounds),
                                                       "--out", str(result), *cfg_args), out, deadline, health=True)
-        relay = _serve(children, "relay", _python("-m", "launch.cli", "relay", "--edge", edge, *cfg_args), out,
+        relay = _serve(children, "relay", _python("-m", "launch.cli", "relay", "--edge", edge, "--insecure", *cfg_args), out,
                        deadline, health=True)
         for m in ("audio", "video", "text"):
             children.start(f"bench-device-{m}", _python("-m", "launch.bench_roles", "device", "--modality", m,

@@ -61,7 +61,7 @@ class _Sink(pb_grpc.TokenLinkServicer):
 
 def sink_grpc(port_file: str) -> None:
     server = start_server(lambda s: pb_grpc.add_TokenLinkServicer_to_server(_Sink(), s), "127.0.0.1:0", MAX_MB,
-                          workers=4, port_file=port_file)
+                          workers=4, credential=None, port_file=port_file)  # plaintext: the hop itself is measured
     server.server.wait_for_termination()
 
 
@@ -90,7 +90,7 @@ def client(kind: str, address: str, sizes_mib: list[int], repeats: int, out: str
     """Per size: `repeats` timed messages after two warm-ups, each sent and acknowledged in turn."""
     results = {}
     if kind == "grpc":
-        channel = connect(address, MAX_MB)
+        channel = connect(address, MAX_MB, None, "")
         outbox = Outbox()
         acks = pb_grpc.TokenLinkStub(channel).Link(iter(outbox))
     else:
@@ -158,7 +158,7 @@ def device(cfg, relay: str, modality: str, width: int) -> None:
 
     node = SyntheticDevice(f"user0/{modality}", _shapes(cfg)[modality], width, cfg.train.stage1.batch,
                            cfg.data.text_len)
-    channel = connect(relay, cfg.wire.max_message_mb)
+    channel = connect(relay, cfg.wire.max_message_mb, None, "")  # the bench's relay runs --insecure
     info = pb.NodeInfo(node=node.node, user=0, modality=modality, role="device", pid=os.getpid(),
                        host=socket.gethostname(), config_digest=config_digest(cfg))
     DeviceClient(node, pb_grpc.TokenLinkStub(channel), cfg.wire.precision, Path(".")).serve(info)
@@ -167,8 +167,9 @@ def device(cfg, relay: str, modality: str, width: int) -> None:
 def edge(cfg, port_file: str, width: int, rounds: int, out: str) -> None:
     """The real hub and servicer; rounds of TRANSMIT -> tokens -> UPDATE with random gradients."""
     hub = EdgeHub(cfg, {"config_digest": config_digest(cfg)}, {m: width for m in MODALITIES})
-    server = start_server(lambda s: pb_grpc.add_TokenLinkServicer_to_server(EdgeServicer(hub, cfg), s),
-                          "127.0.0.1:0", cfg.wire.max_message_mb, workers=8, port_file=port_file)
+    # vocab 1: the synthetic text node's labels are all token 0
+    server = start_server(lambda s: pb_grpc.add_TokenLinkServicer_to_server(EdgeServicer(hub, cfg, 1), s),
+                          "127.0.0.1:0", cfg.wire.max_message_mb, workers=8, credential=None, port_file=port_file)
     hub.wait_registered(120)
     b, gen = cfg.train.stage1.batch, torch.Generator().manual_seed(1)
     ids = [f"clip{i:05d}" for i in range(b)]  # names only: the synthetic devices read no data

@@ -6,7 +6,8 @@ Prepares the cached assets once, then starts the edge (with `edge.ranks` > 1, it
 logging to `<out>/logs/<name>.log`. Each start waits for the child's port file and
 its grpc.health.v1 check; the devices count as ready once the edge reports
 "node:<name>" SERVING. While the edge drives the rounds, a progress bar follows
-`<out>/metrics.jsonl`, and any child that dies stops the whole cluster.
+`<out>/metrics.jsonl`. A device that dies is started again (`--device-restarts` times at
+most) and rejoins the run; any other child that dies stops the whole cluster.
 
 Exit codes: 0 done; 1 a child died (the message names it and quotes its log);
 2 bad config; 124 --timeout passed; 130 Ctrl-C or SIGTERM. Every exit path stops
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -26,12 +28,16 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from configs.schema import MODALITIES, Config
 from configs.loader import load_config
-from foundation.assets import prepare_assets
-from launch.procs import (Child, ChildExited, Children, DeadlineExceeded, HealthProbe, child_env, free_port, read_port,
-                          wait_until)
+from device_node.build import prepare_features
+from foundation.assets import cache_dir, prepare_assets
+from edge_server.rundir import PROBES, clear_outputs
+from launch.procs import (Child, ChildExited, Children, DeadlineExceeded, HealthProbe, child_env, describe_exit,
+                          free_port, read_port, wait_until)
 from configs.args import add_config_arguments
 from device_node.host import format_users
 from protos.meter import format_links
+from protos.pki import write_credentials
+from protos.tls import Credential
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +45,22 @@ HOST = "127.0.0.1"
 STOP_GRACE_S = 10.0  # SIGTERM -> SIGKILL; the edge and relay measured ~6 s to stop mid-run
 EXIT_GRACE_S = 60.0  # a device that got STOP may exit this long before the edge does
 SUPERVISE_POLL_S = 0.2
-RUN_OUTPUTS = ("metrics.jsonl", "links.json", "summary.json")  # removed first: a stale file would mislead
 REPO_ROOT = Path(__file__).resolve().parents[1]
+CREDENTIALS = "credentials"  # under OUT: the run's CA certificate and one key and certificate per node
+LAUNCHER = "launcher"  # the launcher's own credential, for its health checks
+DEVICE_CHILDREN = ("device-", "devices-")  # child names of device processes and device hosts
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_config_arguments(p)
     p.add_argument("--out", required=True, help="run directory to write (child logs go to OUT/logs/)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in OUT from its latest checkpoint (see train.checkpoint_every)")
+    p.add_argument("--device-restarts", type=int, default=2,
+                   help="times the launcher starts a device that died again before it gives up (default 2)")
+    p.add_argument("--insecure", action="store_true",
+                   help="plaintext links without credentials (debugging only; by default every link is mutual TLS "
+                        "with credentials made for this run under OUT/credentials)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--timeout", type=float, default=3600.0,
                    help="seconds the cluster may run, from the first process started (default 3600)")
@@ -134,13 +149,31 @@ class NodeWatch:
         return True
 
 
+class DeviceRestarts:
+    """Start a device that died again, up to `limit` times each; it rejoins the run (EdgeHub.hello)."""
+
+    def __init__(self, children: Children, limit: int):
+        self.children, self.limit = children, limit
+
+    def __call__(self, child: Child) -> bool:
+        """True if `child` (exited non-zero) was started again."""
+        if not child.name.startswith(DEVICE_CHILDREN) or child.starts > self.limit:
+            return False
+        log.warning("%s (pid %d) %s; starting it again (restart %d of %d)", child.name, child.pid,
+                    describe_exit(child.returncode), child.starts, self.limit)
+        self.children.restart(child)
+        return True
+
+
 def supervise(children: Children, edge: Child, deadline: float, bar: RoundsBar | None = None,
-              nodes: NodeWatch | None = None, exit_grace_s: float = EXIT_GRACE_S) -> None:
+              nodes: NodeWatch | None = None, exit_grace_s: float = EXIT_GRACE_S,
+              restart: DeviceRestarts | None = None) -> None:
     """Return once `edge` exits 0.
 
-    Raises ChildExited when the edge exits non-zero, when another child exits non-zero,
-    or when another child exited 0 (a device that got STOP) and the edge has not
-    finished `exit_grace_s` later; DeadlineExceeded past `deadline`.
+    Raises ChildExited when the edge exits non-zero, when another child exits non-zero
+    (and `restart` does not start it again), or when another child exited 0 (a device
+    that got STOP) and the edge has not finished `exit_grace_s` later; DeadlineExceeded
+    past `deadline`.
     """
     early: tuple[Child, float] | None = None
     while True:
@@ -155,6 +188,8 @@ def supervise(children: Children, edge: Child, deadline: float, bar: RoundsBar |
             if c is edge:
                 continue
             if c.returncode != 0:
+                if restart is not None and restart(c):
+                    continue
                 raise ChildExited(c, c.returncode)
             early = early or (c, time.monotonic())
         if early and time.monotonic() - early[1] > exit_grace_s:
@@ -172,17 +207,31 @@ def supervise(children: Children, edge: Child, deadline: float, bar: RoundsBar |
 
 
 def _role_argv(role: str, args: argparse.Namespace, *extra: str) -> list[str]:
-    """`python -m launch.cli <role>` with the launcher's config file and overrides."""
+    """`python -m launch.cli <role>` with the launcher's config file, overrides and credentials."""
     argv = [sys.executable, "-m", "launch.cli", role]
     if args.config:
         argv += ["--config", args.config]
     for o in args.overrides:
         argv += ["--set", o]
+    argv += ["--insecure"] if args.insecure else ["--credentials", str(Path(args.out) / CREDENTIALS)]
     return argv + list(extra)
 
 
+def run_credentials(cfg: Config, args: argparse.Namespace) -> Credential | None:
+    """Fresh credentials for this run's nodes under OUT/credentials (the launcher's own for its health
+    checks); None with --insecure."""
+    if args.insecure:
+        log.warning("--insecure: plaintext links, and anyone who reaches a port can be any node")
+        return None
+    where = Path(args.out) / CREDENTIALS
+    if where.exists():
+        shutil.rmtree(where)
+    write_credentials(where, [LAUNCHER, "edge", "relay", *cfg.link_names()])
+    return Credential.load(where, LAUNCHER)
+
+
 def _start_server(children: Children, name: str, argv: list[str], logs: Path, deadline: float,
-                  env: dict[str, str] | None = None) -> tuple[Child, str]:
+                  credential: Credential | None, env: dict[str, str] | None = None) -> tuple[Child, str]:
     """Start a child that writes a port file and serves health ""; return it and its address once SERVING."""
     port_file = logs / f"{name}.port"
     port_file.unlink(missing_ok=True)
@@ -190,7 +239,7 @@ def _start_server(children: Children, name: str, argv: list[str], logs: Path, de
                            env or child_env(REPO_ROOT))
     port = wait_until(f"the {name} port file {port_file}", lambda: read_port(port_file), children, deadline)
     address = f"{HOST}:{port}"
-    with HealthProbe(address) as health:
+    with HealthProbe(address, credential, name) as health:
         wait_until(f"the {name} health check at {address}", health.serving, children, deadline)
     log.info("%s serving at %s", name, address)
     return child, address
@@ -219,7 +268,9 @@ def run_cluster(cfg: Config, args: argparse.Namespace, children: Children, deadl
     """Start every role, supervise the run, and return once the edge has finished and the others are down."""
     out = Path(args.out)
     logs = out / "logs"
-    edge_argv = _role_argv("edge", args, "--out", str(out), "--listen", f"{HOST}:0", "--no-progress")
+    credential = run_credentials(cfg, args)
+    edge_argv = _role_argv("edge", args, "--out", str(out), "--listen", f"{HOST}:0", "--no-progress",
+                           *(["--resume"] if args.resume else []))
     rendezvous = {"MASTER_ADDR": HOST, "MASTER_PORT": str(free_port(HOST)), "WORLD_SIZE": str(cfg.edge.ranks)}
 
     def rank_env(r: int) -> dict[str, str] | None:
@@ -228,21 +279,23 @@ def run_cluster(cfg: Config, args: argparse.Namespace, children: Children, deadl
 
     for r in range(1, cfg.edge.ranks):  # they wait in the rendezvous for rank 0, which serves once all joined
         children.start(f"edge-rank{r}", edge_argv, logs / f"edge-rank{r}.log", rank_env(r))
-    edge, edge_addr = _start_server(children, "edge", edge_argv, logs, deadline, rank_env(0))
-    with HealthProbe(edge_addr) as edge_health:
+    edge, edge_addr = _start_server(children, "edge", edge_argv, logs, deadline, credential, rank_env(0))
+    with HealthProbe(edge_addr, credential, "edge") as edge_health:
         relay, relay_addr = _start_server(children, "relay", _role_argv(
-            "relay", args, "--listen", f"{HOST}:0", "--edge", edge_addr), logs, deadline)
+            "relay", args, "--listen", f"{HOST}:0", "--edge", edge_addr), logs, deadline, credential)
         wait_until("the relay's registration with the edge", lambda: edge_health.serving("node:relay"),
                    children, deadline)
-        devices = _start_devices(cfg, args, children, relay_addr, out)
+        _start_devices(cfg, args, children, relay_addr, out)
         bar = RoundsBar({"stage1": cfg.train.stage1.steps, "stage2": cfg.train.stage2.steps},
                         out / "metrics.jsonl", not args.no_progress)
         try:
             with logging_redirect_tqdm():
-                supervise(children, edge, deadline, bar, NodeWatch(edge_health, cfg.link_names()))
+                supervise(children, edge, deadline, bar, NodeWatch(edge_health, cfg.link_names()),
+                          restart=DeviceRestarts(children, args.device_restarts))
         finally:
             bar.close()
     log.info("the edge finished; waiting for the devices to exit")
+    devices = [c for c in children if c.name.startswith(DEVICE_CHILDREN)]
     for c in children.wait(devices, max(0.0, min(EXIT_GRACE_S, deadline - time.monotonic()))):
         log.warning("%s (pid %d) did not exit after the edge finished; stopping it", c.name, c.pid)
     children.stop(STOP_GRACE_S)  # the relay, and any device still up
@@ -275,10 +328,13 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     out = Path(args.out)
     (out / "logs").mkdir(parents=True, exist_ok=True)
-    log.info("preparing the dataset and the foundation LM once for every process (cached on disk)")
-    prepare_assets(cfg)
-    for name in RUN_OUTPUTS:
-        (out / name).unlink(missing_ok=True)
+    log.info("preparing the dataset, the foundation LM and the encoder features once for every process "
+             "(cached on disk), so that the devices register as soon as they start")
+    dataset = prepare_assets(cfg)[0]  # not the LM: the paper preset's would stay in memory for the whole run
+    prepare_features(cfg, dataset, cache_dir(cfg))
+    # an earlier run's files would mislead (the progress bar reads metrics.jsonl); the edge
+    # keeps what a resume needs and rewrites the metrics before the resume point
+    clear_outputs(out, keep=("checkpoints", "metrics.jsonl", *PROBES) if args.resume else ())
     children = Children()
     deadline = time.monotonic() + args.timeout
     try:
@@ -294,4 +350,6 @@ def run(args: argparse.Namespace) -> int:
         return 130
     finally:
         children.stop(STOP_GRACE_S)
+        for stale in (out / "logs").glob("*.port"):  # a child killed by SIGKILL leaves its own behind
+            stale.unlink()
     return report(out)

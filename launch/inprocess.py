@@ -96,6 +96,11 @@ class InProcessTransport:
             self._task(f"user{u}/{m}", "SAVE")
             dev.save(Path(ckpt_dir) / f"user{u}_{m}.pt")
 
+    def load_devices(self, ckpt_dir: str) -> None:
+        for (u, m), dev in self.devices.items():
+            self._task(f"user{u}/{m}", "LOAD")
+            dev.load(Path(ckpt_dir) / f"user{u}_{m}.pt")
+
     def finish(self) -> None:
         """Nothing to stop in-process; the STOP tasks are metered as the devices meter them."""
         for u, m in self.devices:

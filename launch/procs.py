@@ -17,14 +17,15 @@ import subprocess
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from protos.rpc import MALLOC_ENV
+from protos.rpc import MALLOC_ENV, open_channel
+from protos.tls import Credential
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,9 @@ class Child:
     name: str
     popen: subprocess.Popen
     log_path: Path
+    argv: list[str] = field(default_factory=list)
+    env: dict[str, str] | None = None
+    starts: int = 1  # 1 + the times it was restarted
 
     @property
     def pid(self) -> int:
@@ -101,11 +105,20 @@ class Children:
         if name in self._children:
             raise ValueError(f"a child named {name!r} was already started; give each child its own name")
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(log_path, "wb") as out:  # the child keeps its own copy of the descriptor
-            popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env)
-        child = Child(name, popen, log_path)
-        self._children[name] = child
-        log.info("started %s (pid %d), log %s", name, child.pid, log_path)
+        return self._launch(Child(name, None, log_path, list(argv), env), "wb")
+
+    def restart(self, child: Child) -> Child:
+        """Start an exited child again with its argv and environment, appending to its log."""
+        if child.returncode is None or self._children.get(child.name) is not child:
+            raise ValueError(f"{child.name} (pid {child.pid}) is running or not this group's latest; stop it first")
+        return self._launch(Child(child.name, None, child.log_path, child.argv, child.env, child.starts + 1), "ab")
+
+    def _launch(self, child: Child, mode: str) -> Child:
+        with open(child.log_path, mode) as out:  # the child keeps its own copy of the descriptor
+            child.popen = subprocess.Popen(child.argv, stdin=subprocess.DEVNULL, stdout=out,
+                                           stderr=subprocess.STDOUT, env=child.env)
+        self._children[child.name] = child
+        log.info("started %s (pid %d), log %s", child.name, child.pid, child.log_path)
         return child
 
     def exited(self) -> list[Child]:
@@ -188,12 +201,13 @@ def read_port(path: Path) -> int | None:
 
 
 class HealthProbe:
-    """grpc.health.v1 checks against one address; unreachable or unknown reads as not serving."""
+    """grpc.health.v1 checks against one address; unreachable or unknown reads as not serving.
+    With a credential it speaks mutual TLS to the server named `server_name`."""
 
-    def __init__(self, address: str):
+    def __init__(self, address: str, credential: Credential | None = None, server_name: str = ""):
         self.address = address
-        self._channel = grpc.insecure_channel(address, options=[("grpc.initial_reconnect_backoff_ms", 50),
-                                                                ("grpc.max_reconnect_backoff_ms", 500)])
+        self._channel = open_channel(address, credential, server_name, [("grpc.initial_reconnect_backoff_ms", 50),
+                                                                         ("grpc.max_reconnect_backoff_ms", 500)])
         self._stub = health_pb2_grpc.HealthStub(self._channel)
 
     def serving(self, service: str = "") -> bool:

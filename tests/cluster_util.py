@@ -1,20 +1,34 @@
 """Start tokcom roles by hand as real processes (the README's separate-machines recipe,
 on loopback): OS-picked ports, readiness by port file + grpc health check, hard
-deadlines, and a stop that signals only the processes started here."""
+deadlines, and a stop that signals only the processes started here. Over mutual TLS with
+credentials made here (as `tokcom credentials` makes them), or plaintext with `tls=False`."""
 from __future__ import annotations
 
+import re
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
 
+from configs.loader import load_config
 from launch.procs import Children, HealthProbe, child_env, read_port, wait_until
+from protos.pki import write_credentials
+from protos.tls import Credential
 
 REPO = Path(__file__).resolve().parents[1]
+DEADLINE_S = 600.0
 
 
 class ManualCluster:
-    def __init__(self, tmp: Path, overrides: list[str], deadline_s: float = 300.0):
+    def __init__(self, tmp: Path, overrides: list[str], deadline_s: float = 300.0, tls: bool = True):
         self.tmp, self.overrides = tmp, overrides
+        self.credentials = tmp / "credentials" if tls else None
+        self.probe_credential = None
+        if self.credentials is not None:
+            names = load_config(REPO / "configs" / "tiny.yaml", overrides).link_names()
+            write_credentials(self.credentials, ["launcher", "edge", "relay", *names])
+            self.probe_credential = Credential.load(self.credentials, "launcher")
         self.children = Children()
         self.deadline = time.monotonic() + deadline_s
         self.env = child_env(REPO)
@@ -23,8 +37,9 @@ class ManualCluster:
 
     def _argv(self, role: str, *extra: str) -> list[str]:
         sets = [a for o in self.overrides for a in ("--set", o)]
+        tls = ["--credentials", str(self.credentials)] if self.credentials else ["--insecure"]
         return [sys.executable, "-m", "launch.cli", role, "--config", str(REPO / "configs" / "tiny.yaml"),
-                *sets, *extra]
+                *sets, *tls, *extra]
 
     def _serve(self, name: str, argv: list[str]) -> str:
         port_file = self.tmp / f"{name}.port"
@@ -32,7 +47,7 @@ class ManualCluster:
                             env=self.env)
         port = wait_until(f"{name} port", lambda: read_port(port_file), self.children, self.deadline)
         addr = f"127.0.0.1:{port}"
-        with HealthProbe(addr) as probe:
+        with HealthProbe(addr, self.probe_credential, name) as probe:
             wait_until(f"{name} health", probe.serving, self.children, self.deadline)
         return addr
 
@@ -54,7 +69,7 @@ class ManualCluster:
                                    self.tmp / "logs" / f"{name}.log", env=self.env)
 
     def wait_registered(self, node: str) -> None:
-        with HealthProbe(self.edge_addr) as probe:
+        with HealthProbe(self.edge_addr, self.probe_credential, "edge") as probe:
             wait_until(f"{node} registered", lambda: probe.serving(f"node:{node}"), self.children, self.deadline)
 
     def wait_edge_exit(self) -> int:
@@ -68,3 +83,45 @@ class ManualCluster:
 
     def stop(self) -> None:
         self.children.stop(grace_s=10.0)
+
+
+class Launcher:
+    """`tokcom run` as a child of the test, its own log in a file."""
+
+    def __init__(self, tmp: Path, out: Path, overrides: list[str], *extra: str):
+        self.log_path = tmp / f"launcher-{len(list(tmp.glob('launcher-*')))}.log"
+        sets = [a for o in overrides for a in ("--set", o)]
+        argv = [sys.executable, "-m", "launch.cli", "run", "--config", str(REPO / "configs" / "tiny.yaml"),
+                "--out", str(out), "--no-progress", "--timeout", str(DEADLINE_S), *sets, *extra]
+        with open(self.log_path, "wb") as f:
+            self.popen = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, env=child_env(REPO))
+        self.deadline = time.monotonic() + DEADLINE_S
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def pid_of(self, name: str) -> int:
+        """The pid the launcher logged for its child `name` (the latest start)."""
+        found = re.findall(rf"started {re.escape(name)} \(pid (\d+)\)", self.log())
+        assert found, f"the launcher has not started {name}:\n{self.log()[-3000:]}"
+        return int(found[-1])
+
+    def wait_for(self, what: str, probe) -> None:
+        delay = 0.05
+        while not probe():
+            assert self.popen.poll() is None, f"the launcher exited before {what}:\n{self.log()[-3000:]}"
+            assert time.monotonic() < self.deadline, f"timed out waiting for {what}"
+            time.sleep(delay)
+            delay = min(2 * delay, 0.5)
+
+    def wait(self) -> int:
+        return self.popen.wait(timeout=max(1.0, self.deadline - time.monotonic()))
+
+    def kill(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)  # the launcher stops its own children
+            try:
+                self.popen.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()

@@ -15,7 +15,8 @@ from launch.reference import run_reference
 from protos import codec
 from protos import tokcom_pb2 as pb
 from protos import tokcom_pb2_grpc as pb_grpc
-from protos.rpc import PROTOCOL, Outbox, channel_options
+from protos.rpc import DETAILS_MAX, PROTOCOL, Outbox, channel_options, open_channel
+from protos.tls import Credential
 from tests.cluster_util import REPO, ManualCluster
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -105,9 +106,9 @@ def test_manual_cluster_equals_reference_and_meters_every_link(precision, tmp_pa
     assert links[("relay->edge", "uplink")]["payload_bytes"] == up_total + csi
     assert links[("relay->edge", "uplink")]["payload_bytes"] <= 1.02 * up_total
     assert ("edge->relay", "downlink") in links
-    assert (run / "checkpoints" / "adapter" / "adapter_config.json").is_file()
+    assert (run / "checkpoints" / "latest" / "adapter" / "adapter_config.json").is_file()
     for m in ("audio", "video", "text"):
-        assert (run / "checkpoints" / "devices" / f"user0_{m}.pt").is_file()
+        assert (run / "checkpoints" / "latest" / "devices" / f"user0_{m}.pt").is_file()
     tl = summary["timeline"]
     assert len(tl["step"]) == grads and set(tl) >= {"device_ms", "uplink_ms", "uplink_airtime_ms", "edge_ms"}
 
@@ -115,8 +116,8 @@ def test_manual_cluster_equals_reference_and_meters_every_link(precision, tmp_pa
 class RawStream:
     """A hostile client: one `Link` stream, messages written by hand."""
 
-    def __init__(self, address: str):
-        self.channel = grpc.insecure_channel(address, options=channel_options(256))
+    def __init__(self, address: str, credential: Credential | None = None, server_name: str = ""):
+        self.channel = open_channel(address, credential, server_name, channel_options(256))
         self.outbox = Outbox()
         self.responses = pb_grpc.TokenLinkStub(self.channel).Link(iter(self.outbox))
 
@@ -137,6 +138,17 @@ class RawStream:
             self.channel.close()
         return grpc.StatusCode.OK, ""
 
+    def error(self) -> tuple[str, str]:
+        """The first `Error` the server sends down (the stream stays open); its code and message."""
+        try:
+            for down in self.responses:
+                if down.WhichOneof("msg") == "error":
+                    return down.error.code, down.error.message
+        finally:
+            self.outbox.close()
+            self.channel.close()
+        raise AssertionError("the stream ended without an Error")
+
 
 def _hello(cfg, assets, node="user0/audio"):
     info = pb.NodeInfo(node=node, user=0, modality=node.split("/")[1], role="device", pid=1, host="rogue",
@@ -149,10 +161,32 @@ def _tokens(b, s=32, d=128, node="user0/audio"):
     return pb.Up(tokens=pb.Tokens(node=node, phase="stage1", step=0, s=s, d=d, symbols=codec.encode_symbols(z)))
 
 
+def _labels(b=8, L=32, top=0):
+    ids = torch.full((b, L), top, dtype=torch.long)
+    return codec.encode_labels({"text_ids": ids, "text_mask": torch.ones(b, L, dtype=torch.bool)})
+
+
+def _poisoned_for_the_edge(cluster, small_cfg, assets):
+    """What only a relay could send (the relay sets noise_var and CSI): straight to the edge as an
+    unauthenticated "relay", before the real one connects. Each is refused for its node alone."""
+    hello = pb.Up(hello=pb.Hello(info=pb.NodeInfo(node="relay", role="relay", pid=1, host="rogue",
+                                                  config_digest=config_digest(small_cfg)), protocol=PROTOCOL))
+    nan_noise = _tokens(8)
+    nan_noise.tokens.noise_var = float("nan")
+    huge_csi = _tokens(8)
+    huge_csi.tokens.csi.CopyFrom(codec.encode_symbols(torch.full((8, 1), 1e6, dtype=torch.complex64), name="csi"))
+    huge_ids = _tokens(8, node="user0/text")
+    huge_ids.tokens.labels.CopyFrom(_labels(top=10**9))
+    for poison, words in ((nan_noise, "noise_var"), (huge_csi, "csi"), (huge_ids, "vocabulary")):
+        code, message = RawStream(cluster.edge_addr).send(hello, poison).error()
+        assert code == "INVALID_ARGUMENT" and words in message, message
+
+
 def test_bad_messages_get_a_status_and_the_run_continues(tmp_path, small_cfg, small_overrides, assets):
-    cluster = ManualCluster(tmp_path, small_overrides)
+    cluster = ManualCluster(tmp_path, small_overrides, tls=False)  # the message checks, behind no credential
     try:
         cluster.start_edge()
+        _poisoned_for_the_edge(cluster, small_cfg, assets)
         cluster.start_relay()
 
         def relay(*msgs):
@@ -173,6 +207,17 @@ def test_bad_messages_get_a_status_and_the_run_continues(tmp_path, small_cfg, sm
         assert code == grpc.StatusCode.INVALID_ARGUMENT and "cannot speak" in details
         assert relay(_tokens(8, s=5))[0] == grpc.StatusCode.INVALID_ARGUMENT  # not this modality's s_m
         assert relay(pb.Up())[0] == grpc.StatusCode.INVALID_ARGUMENT  # an empty message
+        poisoned = _tokens(8)  # labels through the relay: token ids past the vocabulary, a mask that is not bool
+        poisoned.tokens.labels.CopyFrom(_labels(top=10**9))
+        code, details = relay(poisoned)
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and "vocabulary" in details, details
+        poisoned.tokens.labels.CopyFrom(_labels())
+        poisoned.tokens.labels.text_mask.data = bytes([2]) * (8 * 32)
+        code, details = relay(poisoned)
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and "0 and 1" in details, details
+        code, details = RawStream(cluster.relay_addr).send(_hello(small_cfg, assets, "u" * 1_000_000 + "/audio")).status()
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and "unknown node" in details
+        assert len(details) < DETAILS_MAX + 40  # the echo of a 1 MB name is clipped, the reason kept
         code, details = RawStream(cluster.relay_addr).send(_hello(small_cfg, assets, "user7/audio")).status()
         assert code == grpc.StatusCode.INVALID_ARGUMENT and "unknown node" in details
         assert RawStream(cluster.relay_addr).send(_tokens(8)).status()[0] == grpc.StatusCode.FAILED_PRECONDITION
@@ -215,6 +260,6 @@ def test_a_device_that_stops_answering_stops_the_run_cleanly(tmp_path, small_ove
         log = cluster.log("edge")
         assert code == 3, log
         assert "user0/video" in log
-        assert (cluster.run_dir / "checkpoints" / "edge.pt").is_file()
+        assert (cluster.run_dir / "checkpoints" / "interrupted" / "edge.pt").is_file()
     finally:
         cluster.stop()

@@ -324,12 +324,14 @@ def test_rounds_bar_follows_sparse_logging(tmp_path):
 # ---------------------------------------------------------------- the command
 
 
-def test_role_argv_passes_config_and_overrides():
-    args = argparse.Namespace(config="c.yaml", overrides=["users=2", "channel.snr_db=6"])
+def test_role_argv_passes_config_overrides_and_credentials():
+    args = argparse.Namespace(config="c.yaml", overrides=["users=2", "channel.snr_db=6"], out="runs/x", insecure=False)
     argv = cluster._role_argv("relay", args, "--edge", "127.0.0.1:5")
     assert argv == [sys.executable, "-m", "launch.cli", "relay", "--config", "c.yaml", "--set", "users=2",
-                    "--set", "channel.snr_db=6", "--edge", "127.0.0.1:5"]
-    assert cluster._role_argv("edge", argparse.Namespace(config=None, overrides=[]))[-1] == "edge"
+                    "--set", "channel.snr_db=6", "--credentials", str(Path("runs/x") / "credentials"),
+                    "--edge", "127.0.0.1:5"]
+    plain = cluster._role_argv("edge", argparse.Namespace(config=None, overrides=[], out="o", insecure=True))
+    assert plain[-2:] == ["edge", "--insecure"]
 
 
 @pytest.mark.usefixtures("keep_sigterm")
@@ -356,9 +358,11 @@ def test_run_stops_its_children_on_every_failure(py, tmp_path, monkeypatch, exc,
         edge.popen.wait(timeout=30)
         raise ChildExited(edge, edge.returncode) if exc == "child" else exc
 
-    monkeypatch.setattr(cluster, "prepare_assets", lambda cfg: None)
+    monkeypatch.setattr(cluster, "prepare_assets", lambda cfg: (None, None))
+    monkeypatch.setattr(cluster, "prepare_features", lambda cfg, dataset, cache: None)
     monkeypatch.setattr(cluster, "run_cluster", fake_cluster)
-    args = argparse.Namespace(config=None, overrides=[], out=str(tmp_path / "run"), no_progress=True, timeout=60.0)
+    args = argparse.Namespace(config=None, overrides=[], out=str(tmp_path / "run"), no_progress=True, timeout=60.0,
+                              resume=False)
     assert cluster.run(args) == code
     assert started[0].returncode == -signal.SIGTERM and gone(started[0].pid)
 

@@ -40,6 +40,6 @@ def test_reference_run_writes_the_run_directory_and_its_loss_falls(tmp_path, sma
     assert summary["steps"] == {"stage1": 10, "stage2": 40}
     assert {"device_compute", "uplink", "edge_compute", "downlink"} <= summary["step_time_breakdown_ms"].keys()
     assert (out / "config.yaml").is_file() and (out / "links.json").is_file()
-    ckpt = out / "checkpoints"
+    ckpt = out / "checkpoints" / "latest"
     assert (ckpt / "adapter" / "adapter_config.json").is_file() and (ckpt / "edge.pt").is_file()
     assert (out / "probe_before.pt").is_file() and (out / "probe_after.pt").is_file()
