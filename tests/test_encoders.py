@@ -215,12 +215,12 @@ def test_cached_values_are_the_selected_encoder_tokens(encoders, data, tmp_path)
 
 def test_key_changes_with_s_method_clips_and_dataset(encoders, data, tmp_path):
     enc = CountingEncoder(encoders["audio"])
-    selected_features(enc, data, data.ids, 8, "window_mean", tmp_path)
-    selected_features(enc, data, data.ids, 16, "window_mean", tmp_path)
-    selected_features(enc, data, data.ids, 8, "stride", tmp_path)
-    selected_features(enc, data, data.ids[:5], 8, "window_mean", tmp_path)
+    selected_features(enc, data, data.ids, 8, "window_mean", tmp_path, batch=16)
+    selected_features(enc, data, data.ids, 16, "window_mean", tmp_path, batch=16)
+    selected_features(enc, data, data.ids, 8, "stride", tmp_path, batch=16)
+    selected_features(enc, data, data.ids[:5], 8, "window_mean", tmp_path, batch=16)
     other = FakeAV(7, seed=1)
-    selected_features(enc, other, other.ids, 8, "window_mean", tmp_path)
+    selected_features(enc, other, other.ids, 8, "window_mean", tmp_path, batch=16)
     assert len(feature_files(tmp_path)) == 5
     assert enc.calls == 5  # one batch each, nothing reused across keys
 
@@ -235,9 +235,9 @@ def test_features_do_not_depend_on_the_batch_they_came_in(modality, encoders, da
 
 def test_unreadable_cache_file_is_rebuilt(encoders, data, tmp_path):
     enc = CountingEncoder(encoders["audio"])
-    first = selected_features(enc, data, data.ids, 4, "stride", tmp_path)
+    first = selected_features(enc, data, data.ids, 4, "stride", tmp_path, batch=16)
     (path,) = (tmp_path / "features" / "audio").glob("*.pt")
     path.write_bytes(b"truncated")
-    again = selected_features(enc, data, data.ids, 4, "stride", tmp_path)
+    again = selected_features(enc, data, data.ids, 4, "stride", tmp_path, batch=16)
     assert enc.calls == 2
     assert all(torch.equal(first[c], again[c]) for c in data.ids)
