@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from edge_server.guard import MAX_CSI_GAIN, GuardError, NonFiniteStep, check_channel, check_labels
-from edge_server.step import EdgeNode, Received
+from edge_server.step import EdgeNode, Received, UserBatch
 from protos.rpc import DETAILS_MAX, Outbox, _Abort, clip
 
 
@@ -56,12 +56,12 @@ def test_a_non_finite_step_names_stage_and_step_and_changes_nothing(small_cfg, a
                         torch.ones(b, s * d // 2, dtype=torch.complex64), noise_var)
 
     received = {"audio": rx(32), "video": rx(32), "text": rx(small_cfg.data.text_len)}
-    edge.train_step(0, "stage1", 0, received, labels)  # a good step first: the optimiser exists
+    edge.train_step("stage1", 0, [UserBatch(0, 0, received, labels)])  # a good step first: the optimiser exists
     before = {k: v.clone() for k, v in edge.receivers.state_dict().items()}
     opt_before = edge.opt.state_dict()["state"][0]["step"].clone()
     received["video"] = rx(32, noise_var=math.nan)  # past the guard, as a bug would let it
     with pytest.raises(NonFiniteStep, match="stage1 step 1"):
-        edge.train_step(0, "stage1", 1, received, labels)
+        edge.train_step("stage1", 1, [UserBatch(0, 1, received, labels)])
     after = edge.receivers.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert torch.equal(edge.opt.state_dict()["state"][0]["step"], opt_before)

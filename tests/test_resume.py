@@ -34,10 +34,10 @@ def test_reference_resume_gives_the_uninterrupted_losses(tmp_path, small_overrid
 
     real_step = EdgeNode.train_step
 
-    def crash_at_stage2_step_10(self, user, phase, step, *a, **k):
+    def crash_at_stage2_step_10(self, phase, step, *a, **k):
         if (phase, step) == ("stage2", 10):
             raise Crash("the edge dies here")
-        return real_step(self, user, phase, step, *a, **k)
+        return real_step(self, phase, step, *a, **k)
 
     monkeypatch.setattr(EdgeNode, "train_step", crash_at_stage2_step_10)
     with pytest.raises(Crash):
