@@ -62,10 +62,10 @@ def test_two_gloo_ranks_and_device_hosts_equal_one_rank_in_process(tmp_path, sma
                 assert down[key] == ref_links[(f"relay->user{u}/{m}", "downlink")][key]
 
     # ... and checkpointed on its own: one file per node, its own name and transmitter
-    states = {u: torch.load(out / "checkpoints" / "devices" / f"user{u}_audio.pt", weights_only=True)
+    states = {u: torch.load(out / "checkpoints" / "latest" / "devices" / f"user{u}_audio.pt", weights_only=True)
               for u in (0, 1)}
     assert [states[u]["node"] for u in (0, 1)] == ["user0/audio", "user1/audio"]
     w0, w1 = (states[u]["transmitter"]["proj.weight"] for u in (0, 1))
     assert not torch.equal(w0, w1)
-    ref_w0 = torch.load(tmp_path / "ref" / "checkpoints" / "devices" / "user0_audio.pt", weights_only=True)
+    ref_w0 = torch.load(tmp_path / "ref" / "checkpoints" / "latest" / "devices" / "user0_audio.pt", weights_only=True)
     assert torch.allclose(w0, ref_w0["transmitter"]["proj.weight"], rtol=1e-4, atol=1e-6)
