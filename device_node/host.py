@@ -106,14 +106,16 @@ def run(args: argparse.Namespace) -> int:
     credentials = [credential_from_args(args, f"user{u}/{args.modality}") for u in users]
     nodes = build_devices(cfg, users, args.modality, dataset, cache)
     trim_heap()  # the text nodes keep only the LM's embedding table
-    channels = []
+    channels: dict[str | None, grpc.Channel] = {}  # per credential; every node shares one when insecure
     try:
-        for cred in (credentials if credentials[0] is not None else credentials[:1]):
-            channels.append(connect(args.relay, cfg.wire.max_message_mb, cred, "relay", args.connect_timeout))
+        for cred in credentials:
+            key = cred.name if cred else None
+            if key not in channels:
+                channels[key] = connect(args.relay, cfg.wire.max_message_mb, cred, "relay", args.connect_timeout)
     except TimeoutError as e:
         log.error("relay: %s", e)
         return 1
-    stubs = [pb_grpc.TokenLinkStub(c) for c in channels] * (len(nodes) if len(channels) == 1 else 1)
+    stubs = [pb_grpc.TokenLinkStub(channels[cred.name if cred else None]) for cred in credentials]
     log.info("hosting %d %s devices on %d connection(s) to %s", len(nodes), args.modality, len(channels), args.relay)
     try:
         failed = serve_all(nodes, [node_info(cfg, n, dataset) for n in nodes], stubs, cfg.wire.precision,
@@ -122,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
         log.info("interrupted")
         return 130
     finally:
-        for c in channels:
+        for c in channels.values():
             c.close()
     for f in failed:
         log.error("%s", f)
