@@ -40,13 +40,19 @@ class SyntheticData:
     image_size: int = 32
     sample_rate: int = 16000
     duration_s: float = 1.28
-    questions_per_clip: int = 8  # at most; a few clips fit fewer of the wanted answers
+    questions_per_clip: int = 8  # at most (and at most one per template); a few clips fit fewer
+    # scene: whole-scene questions the tiny LM can learn from the media; musicavqa: the sixteen
+    # MUSIC-AVQA-style templates that bind an answer to a named instrument or slot
+    # (foundation.data.synth_text.templates)
+    question_set: str = "scene"
     split: tuple[float, float, float] = (0.7, 0.1, 0.2)
     seed: int = 0
 
     def __post_init__(self) -> None:
         require(self.num_clips >= 10, "data.synthetic.num_clips", "must be at least 10")
         require(2 <= self.num_instruments <= 22, "data.synthetic.num_instruments", "must be in 2..22")
+        require(self.question_set in ("scene", "musicavqa"), "data.synthetic.question_set",
+                "must be 'scene' or 'musicavqa'")
         require(len(self.split) == 3 and abs(sum(self.split) - 1) < 1e-6,
                "data.synthetic.split", "must be three fractions summing to 1")
 

@@ -39,8 +39,9 @@ from foundation.data.synth_text import Template, answer_with, clip_caption, temp
 logger = logging.getLogger(__name__)
 
 # Bump when the generator's output changes, so old caches are not reused.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 POOL_PER_CLIP = 16  # candidate scenes per clip
+ORDERS_PER_CLIP = 8  # template orders tried per clip
 
 
 def synthetic_key(cfg: SyntheticData) -> str:
@@ -119,20 +120,30 @@ class ScenePool:
              ) -> tuple[Scene, list[tuple[Template, list[str], str]]]:
         """A scene for the clip and up to k questions (template, templ_values, answer).
 
-        Templates are taken least-asked first, each with its least-used answer, as long as
-        some unused pool scene still gives every answer taken so far."""
-        fits = self.free.copy()
-        picked: list[tuple[Template, str]] = []
+        Each template's wanted answer is its least-used one. Templates are taken in turn as
+        long as some unused pool scene still gives every answer taken so far: least-asked
+        first, then in a few random orders, keeping the order that fits the most (answers
+        of different templates constrain each other, e.g. the leftmost and the rightmost
+        instrument)."""
+        wanted = [balance.want(t, rng) for t in self.tmpls]
         ties = rng.random(len(self.tmpls))
-        for j in sorted(range(len(self.tmpls)), key=lambda j: (balance.asked(self.tmpls[j]), ties[j])):
-            if len(picked) == k:
-                break
-            t = self.tmpls[j]
-            a = balance.want(t, rng)
-            narrower = fits & self.gives[:, self.column[(t.text, a)]]
-            if narrower.any():
-                fits = narrower
-                picked.append((t, a))
+        orders = [sorted(range(len(self.tmpls)), key=lambda j: (balance.asked(self.tmpls[j]), ties[j]))]
+        orders += [rng.permutation(len(self.tmpls)).tolist() for _ in range(ORDERS_PER_CLIP - 1)]
+        best: tuple[np.ndarray, list[tuple[Template, str]]] | None = None
+        for order in orders:
+            fits = self.free.copy()
+            picked: list[tuple[Template, str]] = []
+            for j in order:
+                if len(picked) == k:
+                    break
+                t, a = self.tmpls[j], wanted[j]
+                narrower = fits & self.gives[:, self.column[(t.text, a)]]
+                if narrower.any():
+                    fits = narrower
+                    picked.append((t, a))
+            if best is None or len(picked) > len(best[1]):
+                best = (fits, picked)
+        fits, picked = best
         if not fits.any():
             raise RuntimeError(f"{clip_id}: the scene pool ran out; raise POOL_PER_CLIP")
         choice = np.flatnonzero(fits)
@@ -158,7 +169,7 @@ def generate_synthetic(cfg: SyntheticData, out_dir: Path) -> None:
     questions = {s: [] for s in formats.SPLITS}
     scenes = []
     next_qid = 0
-    tmpls = templates(cfg.num_instruments, names)
+    tmpls = templates(cfg.num_instruments, names, cfg.question_set)
     k = min(cfg.questions_per_clip, len(tmpls))
     balance = AnswerBalance(tmpls)
     pool = ScenePool(POOL_PER_CLIP * cfg.num_clips, cfg.num_instruments, tmpls, names, pool_rng)
