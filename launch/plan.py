@@ -9,8 +9,8 @@ media links only, the question's text link at the base config's SNR, tau fixed):
   AWGN, at each of `align_snrs` (their aligned twins are on the SNR curve);
 - token length: s_A = s_V = each of `tokens`, AWGN, aligned, at `ref_snr`;
 - the question-only model: inputs [text], otherwise the full model's cell.
-The full model is the SNR curve's point at `ref_snr`. With the defaults: 17 cells per seed,
-51 runs at 3 seeds.
+The full model is the SNR curve's point at `ref_snr`. With the defaults: 10 cells per seed,
+30 runs at 3 seeds.
 """
 from __future__ import annotations
 
@@ -29,8 +29,8 @@ QUESTION_ONLY = "text"
 class Plan:
     seeds: tuple[int, ...] = (0, 1, 2)
     # media SNR (dB) of the AWGN curve: from where the media are destroyed to the plateau
-    snrs: tuple[float, ...] = (-40.0, -10.0, 10.0)
-    rayleigh_snrs: tuple[float, ...] = (-10.0,)  # the transition, where fading matters
+    snrs: tuple[float, ...] = (-40.0, -30.0, -20.0, -10.0, 10.0)
+    rayleigh_snrs: tuple[float, ...] = (-20.0,)  # in the transition, where fading matters
     align_snrs: tuple[float, ...] = (10.0,)  # aligned vs the align_weight=0 control
     tokens: tuple[int, ...] = (2, 32)  # s_A = s_V
     ref_snr: float = 10.0  # the operating point: full model, token lengths, question-only
