@@ -48,6 +48,7 @@ def test_dotted_overrides_and_per_link_parameters():
     ("transmitter.audio.tokens=abc", "transmitter.audio.tokens"),
     ("channel.links={user0/audio: {snr: 3}}", "channel.links.user0/audio.snr"),
     ("models.lora.dropout=1.5", "models.lora.dropout"),
+    ("data.synthetic.question_set=binding", "data.synthetic.question_set"),
 ])
 def test_bad_values_name_the_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.").replace("/", "/")):
