@@ -18,6 +18,7 @@ CSI_MODES = ("perfect", "estimated", "none")
 EQUALIZERS = ("none", "zf", "mmse")
 MEDIA = ("dedicated", "tdma", "fdma")
 SCHEDULES = ("sequential", "concurrent")
+QUESTION_SETS = ("scene", "musicavqa")  # foundation.data.synth_text.templates
 BACKENDS = ("auto", "gloo", "nccl")
 
 
@@ -51,8 +52,8 @@ class SyntheticData:
     def __post_init__(self) -> None:
         require(self.num_clips >= 10, "data.synthetic.num_clips", "must be at least 10")
         require(2 <= self.num_instruments <= 22, "data.synthetic.num_instruments", "must be in 2..22")
-        require(self.question_set in ("scene", "musicavqa"), "data.synthetic.question_set",
-                "must be 'scene' or 'musicavqa'")
+        require(self.question_set in QUESTION_SETS, "data.synthetic.question_set",
+                f"must be one of {QUESTION_SETS}")
         require(len(self.split) == 3 and abs(sum(self.split) - 1) < 1e-6,
                "data.synthetic.split", "must be three fractions summing to 1")
 

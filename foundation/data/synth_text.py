@@ -22,6 +22,7 @@ from typing import Callable
 
 import numpy as np
 
+from configs.schema import QUESTION_SETS
 from foundation.data.formats import NUMBERS
 from foundation.data.synth_scene import LEVELS, Instrument, Scene, Source
 
@@ -168,8 +169,6 @@ def _outermost(first: bool):
         return [([], (seen[0] if first else seen[-1]).slot)] if seen else []
     return ask
 
-
-QUESTION_SETS = ("scene", "musicavqa")
 
 
 def templates(num_instruments: int, names: tuple[str, ...], question_set: str = "scene") -> tuple[Template, ...]:
