@@ -33,9 +33,11 @@ from protos import codec
 from protos import tokcom_pb2 as pb
 from protos import tokcom_pb2_grpc as pb_grpc
 from protos.meter import LinkMeter
+from protos.precision import symbol_bytes
+from protos.parts import Parts, Payloads
 from protos.tls import add_tls_arguments, credential_from_args, peer_name
-from protos.rpc import (PROTOCOL, Outbox, Timeouts, connect, fast_thread_switch, peer_alive, serve_stream,
-                        start_server, status_code, stop_on_signals)
+from protos.rpc import (PROTOCOL, LinkStub, Outbox, Timeouts, add_link_servicer, connect, fast_thread_switch,
+                        peer_alive, serve_stream, start_server, status_code, stop_on_signals, whole)
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +56,9 @@ class _Route:
 
 
 class Relay(pb_grpc.TokenLinkServicer):
-    def __init__(self, cfg: Config, edge: pb_grpc.TokenLinkStub):
+    def __init__(self, cfg: Config, edge: LinkStub):
         self.cfg, self.precision = cfg, cfg.wire.precision
+        self.limit = cfg.wire.max_message_mb << 20
         self.hop = ChannelHop(cfg)
         self.meter = LinkMeter()
         self.devices = set(cfg.link_names())
@@ -80,10 +83,10 @@ class Relay(pb_grpc.TokenLinkServicer):
 
     def _read_edge(self) -> None:
         try:
-            for down in self._responses:
+            for down, payloads in whole(self._responses, self.limit):
                 kind = down.WhichOneof("msg")
                 if kind == "tasks":
-                    self._downlink(down.tasks)
+                    self._downlink(down.tasks, payloads)
                 elif kind == "welcome":
                     if down.welcome.node == "relay":
                         self.welcome.set()
@@ -95,6 +98,9 @@ class Relay(pb_grpc.TokenLinkServicer):
                         outbox = route.outbox if route else None
                     if outbox is not None:
                         outbox.abort(status_code(down.error.code), f"edge: {down.error.message}")
+        except codec.CodecError as e:
+            log.error("the edge sent a malformed message (%s); the relay stops relaying", e)
+            self.to_edge.close()
         except grpc.RpcError as e:
             if not self.welcome.is_set():
                 self.refused = (e.code().name, e.details())
@@ -105,37 +111,41 @@ class Relay(pb_grpc.TokenLinkServicer):
             log.exception("handling the edge's stream failed; the relay stops relaying")
             self.to_edge.close()
 
-    def _route(self, node: str, down: pb.Down, welcome: bool = False) -> None:
+    def _route(self, node: str, down: pb.Down, welcome: bool = False, parts: Parts | None = None) -> None:
         with self.lock:
             route = self.routes[node]
             if welcome and route.outbox is not None:
                 route.welcomed = True
             if route.outbox is not None and route.welcomed:
-                route.outbox.put(down)
+                route.outbox.put(down, parts)
             else:
                 log.info("dropped a message for %s: its stream closed before it arrived", node)
 
     # -------------------------------------------------------------- downlink
-    def _downlink(self, batch: pb.Tasks) -> None:
+    def _downlink(self, batch: pb.Tasks, payloads: Payloads) -> None:
         """The edge's batch of tasks: the gradients through the VJP, each task's modelled cost, and
         each device its share: one message when the links are free, each task at its time if not."""
         t_rx = time.time_ns()
-        shares: dict[str, pb.Down] = {}
-        for task in batch.tasks:
+        shares: dict[str, tuple[pb.Down, Parts]] = {}
+        for i, task in enumerate(batch.tasks):
             node = task.node
             if node not in self.routes:
                 log.error("the edge sent a task for unknown node %s", node)
                 continue
-            self.meter.record("edge->relay", "downlink", payload_bytes=codec.payload_bytes(task.grad),
-                              wire_bytes=task.ByteSize(), latency_ms=max(0.0, (t_rx - task.hop.sent_ns) / 1e6))
-            down = shares.setdefault(node, pb.Down()) if self.release is None else pb.Down()
+            grad_bytes = payloads.get(f"tasks.tasks.{i}.grad")
+            self.meter.record("edge->relay", "downlink", payload_bytes=codec.payload_bytes(task.grad, grad_bytes),
+                              wire_bytes=task.ByteSize() + payloads.wire_bytes(f"tasks.tasks.{i}."),
+                              latency_ms=max(0.0, (t_rx - task.hop.sent_ns) / 1e6))
+            down, parts = shares.setdefault(node, (pb.Down(), Parts())) if self.release is None else (pb.Down(), Parts())
+            j = len(down.tasks.tasks)
             out = down.tasks.tasks.add()
             out.node, out.kind, out.phase, out.step, out.path, out.seq = \
                 node, task.kind, task.phase, task.step, task.path, task.seq
             out.sample_ids.extend(task.sample_ids)
             if task.HasField("grad"):
                 try:
-                    g = self.hop.downlink(node, task.phase, task.step, codec.decode_symbols(task.grad, name="grad"))
+                    g = self.hop.downlink(node, task.phase, task.step,
+                                          codec.decode_symbols(task.grad, name="grad", payload=grad_bytes))
                 except (HopError, codec.CodecError) as e:
                     log.error("%s", e)
                     with self.lock:
@@ -143,16 +153,19 @@ class Relay(pb_grpc.TokenLinkServicer):
                     if outbox is not None:
                         outbox.abort(grpc.StatusCode.INTERNAL, f"relay: {e}")
                     continue
-                codec.encode_symbols(g, self.precision, name="grad", into=out.grad)  # (b, c, 2)
-            nbytes = codec.payload_bytes(out.grad) + sum(len(i) for i in out.sample_ids)  # see channel.hop
+                codec.encode_symbols(g, self.precision, name="grad", into=out.grad, parts=parts,
+                                     path=f"tasks.tasks.{j}.grad")  # (b, c, 2)
+            nbytes = symbol_bytes(g.numel(), self.precision) if task.HasField("grad") else 0
+            nbytes += sum(len(s) for s in out.sample_ids)  # see channel.hop
             cost = self.hop.downlink_cost(node, pb.Task.Kind.Name(out.kind), out.phase, out.step, nbytes,
                                           time.monotonic())
             out.hop.sent_ns, out.hop.airtime_s = t_rx, cost.airtime_s
             out.hop.queueing_s, out.hop.propagation_s = cost.queueing_s, cost.propagation_s
             if self.release is not None:
-                self.release.at(cost.arrive, lambda node=node, down=down: self._route(node, down))
-        for node, down in shares.items():
-            self._route(node, down)
+                self.release.at(cost.arrive, lambda node=node, down=down, parts=parts: self._route(node, down,
+                                                                                                    parts=parts))
+        for node, (down, parts) in shares.items():
+            self._route(node, down, parts=parts)
 
     def _later(self, t: float, fn) -> None:
         if self.release is None:
@@ -174,13 +187,13 @@ class Relay(pb_grpc.TokenLinkServicer):
             if peer is not None and peer not in self.devices:
                 raise _Refuse(grpc.StatusCode.PERMISSION_DENIED, f"the credential of '{peer}' is not a device's "
                                                                  f"of this run; only devices open streams here")
-            for up in requests:
+            for up, payloads in whole(requests, self.limit):
                 kind = up.WhichOneof("msg")
                 if not node:
                     node = self._device_hello(up, outbox, peer)
                     continue
                 if kind == "tokens":
-                    self._uplink(node, up)
+                    self._uplink(node, up, payloads)
                 elif kind in ("done", "report"):
                     sender = getattr(up, kind).node
                     if sender != node:
@@ -227,7 +240,7 @@ class Relay(pb_grpc.TokenLinkServicer):
         self.to_edge.put(up)
         return node
 
-    def _uplink(self, node: str, up: pb.Up) -> None:
+    def _uplink(self, node: str, up: pb.Up, payloads: Payloads) -> None:
         msg = up.tokens
         if msg.node != node:
             raise _Refuse(grpc.StatusCode.INVALID_ARGUMENT, f"this stream belongs to {node}; it cannot speak "
@@ -237,15 +250,15 @@ class Relay(pb_grpc.TokenLinkServicer):
         if msg.s != s_cfg or msg.d % 2 or msg.d == 0:
             raise _Refuse(grpc.StatusCode.INVALID_ARGUMENT, f"s={msg.s}, d={msg.d}; this run sends s={s_cfg} "
                                                             f"tokens of even width")
-        x = codec.decode_symbols(msg.symbols, c=msg.s * msg.d // 2)  # (b, c)
+        x = codec.decode_symbols(msg.symbols, c=msg.s * msg.d // 2, payload=payloads.get("tokens.symbols"))  # (b, c)
         out = self.hop.uplink(node, msg.phase, msg.step, x)
-        up_fwd = pb.Up()
+        up_fwd, parts = pb.Up(), Parts()
         fwd = up_fwd.tokens  # built in place (see codec.encode_tensor's `into`)
         fwd.node, fwd.phase, fwd.step, fwd.s, fwd.d = node, msg.phase, msg.step, msg.s, msg.d
         fwd.compute_ms, fwd.noise_var = msg.compute_ms, out.noise_var
-        codec.encode_symbols(out.y, self.precision, into=fwd.symbols)
+        codec.encode_symbols(out.y, self.precision, into=fwd.symbols, parts=parts, path="tokens.symbols")
         if out.csi is not None:
-            codec.encode_symbols(out.csi, self.precision, name="csi", into=fwd.csi)
+            codec.encode_symbols(out.csi, self.precision, name="csi", into=fwd.csi, parts=parts, path="tokens.csi")
         labels_wire = labels_payload = 0
         if msg.HasField("labels"):
             fwd.labels.CopyFrom(msg.labels)
@@ -253,7 +266,7 @@ class Relay(pb_grpc.TokenLinkServicer):
         cost, label_air = self.hop.uplink_cost(node, msg.phase, msg.step, out.channel_uses, labels_payload,
                                                time.monotonic())
         fwd.uplink_airtime_s = cost.airtime_s
-        wire = up.ByteSize()
+        wire = up.ByteSize() + payloads.wire_bytes()
         b = x.shape[0]
 
         def deliver():
@@ -266,7 +279,7 @@ class Relay(pb_grpc.TokenLinkServicer):
                 self.meter.record(f"{node}->relay (labels)", "uplink", payload_bytes=labels_payload,
                                   wire_bytes=labels_wire, samples=b, airtime_s=label_air)
             fwd.hop.sent_ns = now
-            self.to_edge.put(up_fwd)
+            self.to_edge.put(up_fwd, parts)
 
         self._later(cost.arrive, deliver)
 
@@ -330,7 +343,7 @@ def run(args: argparse.Namespace) -> int:
     except TimeoutError as e:
         log.error("edge: %s", e)
         return 1
-    relay = Relay(cfg, pb_grpc.TokenLinkStub(channel))
+    relay = Relay(cfg, LinkStub(channel))
     info = pb.NodeInfo(node="relay", role="relay", pid=os.getpid(), host=socket.gethostname(),
                        config_digest=config_digest(cfg))
     try:
@@ -339,7 +352,7 @@ def run(args: argparse.Namespace) -> int:
         log.error("%s", e)
         relay.close()
         return 1
-    server = start_server(lambda s: pb_grpc.add_TokenLinkServicer_to_server(relay, s), args.listen,
+    server = start_server(lambda s: add_link_servicer(relay, s), args.listen,
                           cfg.wire.max_message_mb, workers=8 + 2 * len(relay.devices), credential=credential,
                           port_file=args.port_file)
     log.info("relay listening on port %d (%s), edge at %s%s", server.port, "mutual TLS" if credential else "INSECURE",

@@ -30,17 +30,18 @@ from foundation.lm import embedding_fingerprint
 from foundation.logs import setup_logging
 from protos import codec
 from protos import tokcom_pb2 as pb
-from protos import tokcom_pb2_grpc as pb_grpc
 from protos.meter import LinkMeter
+from protos.parts import Parts, Payloads
 from protos.tls import add_tls_arguments, credential_from_args
-from protos.rpc import PROTOCOL, Outbox, connect, fast_thread_switch, stop_on_signals, trim_heap
+from protos.rpc import PROTOCOL, LinkStub, Outbox, connect, fast_thread_switch, stop_on_signals, trim_heap, whole
 
 log = logging.getLogger(__name__)
 
 
 class DeviceClient:
-    def __init__(self, node: DeviceNode, stub: pb_grpc.TokenLinkStub, precision: str, state_dir: Path):
+    def __init__(self, node: DeviceNode, stub: LinkStub, precision: str, state_dir: Path, limit_bytes: int):
         self.node, self.stub, self.precision, self.state_dir = node, stub, precision, state_dir
+        self.limit = limit_bytes  # of one message with its parts (wire.max_message_mb)
         self.meter = LinkMeter()
         self.name = node.node
         self.run_id = ""
@@ -52,14 +53,14 @@ class DeviceClient:
         outbox.put(pb.Up(hello=pb.Hello(info=info, protocol=PROTOCOL)))
         stopped = False
         try:
-            for down in self.stub.Link(iter(outbox)):
+            for down, payloads in whole(self.stub.Link(iter(outbox)), self.limit):
                 kind = down.WhichOneof("msg")
                 if kind == "welcome":
                     self.run_id = down.welcome.run_id
                     log.info("%s registered with run %s", self.name, self.run_id)
                 elif kind == "tasks" and not stopped:
-                    for task in down.tasks.tasks:
-                        if self._task(task, outbox):
+                    for i, task in enumerate(down.tasks.tasks):
+                        if self._task(task, outbox, payloads, f"tasks.tasks.{i}."):
                             stopped = True
                             outbox.close()
                             break
@@ -68,16 +69,18 @@ class DeviceClient:
         if not stopped:
             raise ConnectionError("the relay ended the stream before STOP")
 
-    def _task(self, task: pb.Task, outbox: Outbox) -> bool:
-        """Carry out one task; True after STOP."""
+    def _task(self, task: pb.Task, outbox: Outbox, payloads: Payloads, path: str) -> bool:
+        """Carry out one task (at `path` in its message); True after STOP."""
         t_rx, hop = time.time_ns(), task.hop
-        self.meter.record(f"relay->{self.name}", "downlink", payload_bytes=codec.payload_bytes(task.grad),
-                          wire_bytes=task.ByteSize(), latency_ms=max(0.0, (t_rx - hop.sent_ns) / 1e6),
+        grad_bytes = payloads.get(path + "grad")
+        self.meter.record(f"relay->{self.name}", "downlink", payload_bytes=codec.payload_bytes(task.grad, grad_bytes),
+                          wire_bytes=task.ByteSize() + payloads.wire_bytes(path),
+                          latency_ms=max(0.0, (t_rx - hop.sent_ns) / 1e6),
                           airtime_s=hop.airtime_s, queueing_s=hop.queueing_s, propagation_s=hop.propagation_s)
         if task.kind == pb.Task.TRANSMIT:
-            outbox.put(self._transmit(task))
+            outbox.put(*self._transmit(task))
         elif task.kind == pb.Task.UPDATE:
-            self.node.update(task.phase, task.step, codec.decode_symbols(task.grad, name="grad"))
+            self.node.update(task.phase, task.step, codec.decode_symbols(task.grad, name="grad", payload=grad_bytes))
         elif task.kind in (pb.Task.SAVE, pb.Task.LOAD):
             where = (Path(task.path) if task.path else self.state_dir) / f"{self.name.replace('/', '_')}.pt"
             if task.kind == pb.Task.SAVE:
@@ -92,17 +95,17 @@ class DeviceClient:
             log.warning("ignoring a task of unknown kind %d", task.kind)
         return False
 
-    def _transmit(self, task: pb.Task) -> pb.Up:
+    def _transmit(self, task: pb.Task) -> tuple[pb.Up, Parts]:
         tx = self.node.transmit(task.phase, task.step, list(task.sample_ids))
-        up = pb.Up()
+        up, parts = pb.Up(), Parts()
         msg = up.tokens  # built in place: nesting a finished message would copy the symbols again
         msg.node, msg.phase, msg.step, msg.s, msg.d, msg.compute_ms = \
             self.name, task.phase, task.step, tx.s, tx.d, tx.compute_ms
-        codec.encode_symbols(tx.symbols, self.precision, into=msg.symbols)
+        codec.encode_symbols(tx.symbols, self.precision, into=msg.symbols, parts=parts, path="tokens.symbols")
         if tx.labels:
             msg.labels.CopyFrom(codec.encode_labels(tx.labels))
         msg.hop.sent_ns = time.time_ns()
-        return up
+        return up, parts
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -151,7 +154,8 @@ def run(args: argparse.Namespace) -> int:
     except TimeoutError as e:
         log.error("relay: %s", e)
         return 1
-    client = DeviceClient(node, pb_grpc.TokenLinkStub(channel), cfg.wire.precision, Path(args.state_dir))
+    client = DeviceClient(node, LinkStub(channel), cfg.wire.precision, Path(args.state_dir),
+                          cfg.wire.max_message_mb << 20)
     try:
         client.serve(node_info(cfg, node, dataset))
     except grpc.RpcError as e:

@@ -29,8 +29,7 @@ from device_node.step import DeviceNode
 from foundation.assets import cache_dir
 from foundation.data import open_dataset
 from foundation.logs import setup_logging
-from protos import tokcom_pb2_grpc as pb_grpc
-from protos.rpc import connect, fast_thread_switch, stop_on_signals, trim_heap
+from protos.rpc import LinkStub, connect, fast_thread_switch, stop_on_signals, trim_heap
 from protos.tls import add_tls_arguments, credential_from_args
 
 log = logging.getLogger(__name__)
@@ -68,14 +67,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads for this process")
 
 
-def serve_all(nodes: list[DeviceNode], infos: list, stubs: list[pb_grpc.TokenLinkStub], precision: str,
-              state_dir: Path) -> list[str]:
+def serve_all(nodes: list[DeviceNode], infos: list, stubs: list[LinkStub], precision: str,
+              state_dir: Path, limit_bytes: int) -> list[str]:
     """Each node on its own stream and thread until STOP; returns the nodes that failed, with why."""
     failed: list[str] = []
 
-    def serve(node: DeviceNode, info, stub: pb_grpc.TokenLinkStub) -> None:
+    def serve(node: DeviceNode, info, stub: LinkStub) -> None:
         try:
-            DeviceClient(node, stub, precision, state_dir).serve(info)
+            DeviceClient(node, stub, precision, state_dir, limit_bytes).serve(info)
         except grpc.RpcError as e:
             failed.append(f"{node.node}: {e.code().name}: {e.details()}")
         except ConnectionError as e:
@@ -115,11 +114,11 @@ def run(args: argparse.Namespace) -> int:
     except TimeoutError as e:
         log.error("relay: %s", e)
         return 1
-    stubs = [pb_grpc.TokenLinkStub(channels[cred.name if cred else None]) for cred in credentials]
+    stubs = [LinkStub(channels[cred.name if cred else None]) for cred in credentials]
     log.info("hosting %d %s devices on %d connection(s) to %s", len(nodes), args.modality, len(channels), args.relay)
     try:
         failed = serve_all(nodes, [node_info(cfg, n, dataset) for n in nodes], stubs, cfg.wire.precision,
-                           Path(args.state_dir))
+                           Path(args.state_dir), cfg.wire.max_message_mb << 20)
     except KeyboardInterrupt:
         log.info("interrupted")
         return 130

@@ -39,9 +39,10 @@ from foundation.manifest import build_manifest
 from protos import codec
 from protos import tokcom_pb2 as pb
 from protos import tokcom_pb2_grpc as pb_grpc
+from protos.parts import Parts, Payloads
 from protos.tls import add_tls_arguments, credential_from_args, peer_name
-from protos.rpc import (PROTOCOL, Outbox, clip, fast_thread_switch, info_to_dict, serve_stream, start_server,
-                        stop_on_signals)
+from protos.rpc import (PROTOCOL, Outbox, add_link_servicer, clip, fast_thread_switch, info_to_dict, serve_stream,
+                        start_server, stop_on_signals, whole)
 
 log = logging.getLogger(__name__)
 
@@ -71,12 +72,12 @@ class EdgeServicer(pb_grpc.TokenLinkServicer):
                 raise _StreamError(grpc.StatusCode.PERMISSION_DENIED,
                                    f"the credential of '{clip(peer)}' is not the relay's; only the relay reaches the "
                                    f"edge, devices speak through it")
-            for up in requests:
+            for up, payloads in whole(requests, self.cfg.wire.max_message_mb << 20):
                 kind = up.WhichOneof("msg")
                 node = getattr(up, kind).node if kind in ("tokens", "done", "report", "gone") else up.hello.info.node
                 try:
                     if kind == "tokens":
-                        self._tokens(up, relay=send is not None)
+                        self._tokens(up, payloads, relay=send is not None)
                     elif kind == "hello":
                         send = self._hello(up.hello, outbox, send)
                     elif send is None:
@@ -98,6 +99,9 @@ class EdgeServicer(pb_grpc.TokenLinkServicer):
                     outbox.put(pb.Down(error=pb.Error(node=node, code=code, message=clip(f"{node}: {e}"))))
         except _StreamError as e:
             outbox.abort(e.code, str(e))
+            return
+        except codec.CodecError as e:  # parts that do not fit their message: the stream is out of step
+            outbox.abort(grpc.StatusCode.INVALID_ARGUMENT, f"relay stream: {e}")
             return
         except grpc.RpcError:
             pass  # the relay went away; the driver's deadline notices
@@ -129,17 +133,19 @@ class EdgeServicer(pb_grpc.TokenLinkServicer):
                 raise HubError("FAILED_PRECONDITION", "the relay said Hello twice on one stream")
 
             def send(batch: list[tuple[str, TaskSpec]]) -> None:
-                outbox.put(self._encode_tasks(batch))
+                outbox.put(*self._encode_tasks(batch))
 
             self.hub.attach(send)
         return send
 
-    def _tokens(self, up: pb.Up, relay: bool) -> None:
+    def _tokens(self, up: pb.Up, payloads: Payloads, relay: bool) -> None:
         """Decode first (bytes, dtype, finiteness), then check that it fits the round."""
         t_rx = time.time_ns()
         msg = up.tokens
-        y = codec.decode_symbols(msg.symbols)  # (b, c)
-        csi = codec.decode_symbols(msg.csi, name="csi") if msg.HasField("csi") else None  # (b, n)
+        y_bytes, csi_bytes = payloads.get("tokens.symbols"), payloads.get("tokens.csi")
+        y = codec.decode_symbols(msg.symbols, payload=y_bytes)  # (b, c)
+        csi = (codec.decode_symbols(msg.csi, name="csi", payload=csi_bytes)
+               if msg.HasField("csi") else None)  # (b, n)
         labels = codec.decode_labels(msg.labels) if msg.HasField("labels") else {}
         check_channel(msg.node, float(msg.noise_var), csi)  # what the message says, whatever the round
         check_labels(msg.node, labels, self.vocab)
@@ -156,21 +162,24 @@ class EdgeServicer(pb_grpc.TokenLinkServicer):
         self.hub.submit_tokens(msg.node, msg.phase, msg.step,
                                Received(y, int(msg.s), expand_csi(csi, c, link), float(msg.noise_var)), labels,
                                float(msg.compute_ms), float(msg.uplink_airtime_s))
-        payload = codec.payload_bytes(msg.symbols) + codec.payload_bytes(msg.csi) + codec.labels_bytes(msg.labels)
-        self.hub.meter.record("relay->edge", "uplink", payload_bytes=payload, wire_bytes=up.ByteSize(), samples=b,
+        payload = (codec.payload_bytes(msg.symbols, y_bytes) + codec.payload_bytes(msg.csi, csi_bytes)
+                   + codec.labels_bytes(msg.labels))
+        self.hub.meter.record("relay->edge", "uplink", payload_bytes=payload,
+                              wire_bytes=up.ByteSize() + payloads.wire_bytes(), samples=b,
                               latency_ms=max(0.0, (t_rx - msg.hop.sent_ns) / 1e6))
 
-    def _encode_tasks(self, batch: list[tuple[str, TaskSpec]]) -> pb.Down:
-        down = pb.Down()
-        for name, task in batch:
+    def _encode_tasks(self, batch: list[tuple[str, TaskSpec]]) -> tuple[pb.Down, Parts]:
+        down, parts = pb.Down(), Parts()
+        for i, (name, task) in enumerate(batch):
             msg = down.tasks.tasks.add()  # built in place (see codec.encode_tensor's `into`)
             msg.node, msg.kind, msg.phase, msg.step = name, pb.Task.Kind.Value(task.kind), task.phase, task.step
             msg.path, msg.seq = task.path, task.seq
             msg.sample_ids.extend(task.sample_ids)
             if task.grad is not None:
-                codec.encode_symbols(task.grad, self.precision, name="grad", into=msg.grad)
+                codec.encode_symbols(task.grad, self.precision, name="grad", into=msg.grad, parts=parts,
+                                     path=f"tasks.tasks.{i}.grad")
             msg.hop.sent_ns = time.time_ns()
-        return down
+        return down, parts
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -212,7 +221,7 @@ def serve(cfg: Config, args: argparse.Namespace) -> int:
     hub = EdgeHub(cfg, digests, {"audio": width, "video": width, "text": width},
                   on_register=lambda n: health_servicer.set(f"node:{n}", health_pb2.HealthCheckResponse.SERVING),
                   edges=shards.processes if shards is not None else None)
-    server = start_server(lambda s: pb_grpc.add_TokenLinkServicer_to_server(EdgeServicer(hub, cfg, vocab), s),
+    server = start_server(lambda s: add_link_servicer(EdgeServicer(hub, cfg, vocab), s),
                           args.listen, cfg.wire.max_message_mb, workers=16, credential=credential,
                           port_file=args.port_file,
                           health_servicer=health_servicer)

@@ -4,7 +4,7 @@
   acknowledges it with a small Down: one stream hop, end to end through the real codec.
 - `sink-tcp`: a raw loopback TCP server that reads length-prefixed messages into one buffer
   and acknowledges each with one byte: the floor for the same bytes.
-- `client`: sends messages of the given sizes to either sink and writes the timings.
+- `client`: sends messages of the given sizes to both sinks, alternating, and writes the timings.
 - `edge` / `device`: the real edge hub and servicer and the real device client around
   synthetic compute (random symbols and gradients of the configured shapes): the real relay
   between them carries the paper's shapes without the models, so the round time is the
@@ -37,7 +37,8 @@ from foundation.logs import setup_logging
 from protos import codec
 from protos import tokcom_pb2 as pb
 from protos import tokcom_pb2_grpc as pb_grpc
-from protos.rpc import Outbox, connect, serve_stream, start_server, write_port_file
+from protos.parts import Parts
+from protos.rpc import LinkStub, Outbox, add_link_servicer, connect, serve_stream, start_server, whole, write_port_file
 
 log = logging.getLogger(__name__)
 MAX_MB = 256
@@ -50,8 +51,8 @@ class _Sink(pb_grpc.TokenLinkServicer):
         outbox = Outbox()
 
         def read():
-            for up in request_iterator:
-                codec.decode_symbols(up.tokens.symbols)  # what a receiver does with it
+            for up, payloads in whole(request_iterator, MAX_MB << 20):
+                codec.decode_symbols(up.tokens.symbols, payload=payloads.get("tokens.symbols"))  # what a receiver does
                 outbox.put(pb.Down(welcome=pb.Welcome(node="sink")))
             outbox.close()
 
@@ -60,7 +61,7 @@ class _Sink(pb_grpc.TokenLinkServicer):
 
 
 def sink_grpc(port_file: str) -> None:
-    server = start_server(lambda s: pb_grpc.add_TokenLinkServicer_to_server(_Sink(), s), "127.0.0.1:0", MAX_MB,
+    server = start_server(lambda s: add_link_servicer(_Sink(), s), "127.0.0.1:0", MAX_MB,
                           workers=4, credential=None, port_file=port_file)  # plaintext: the hop itself is measured
     server.server.wait_for_termination()
 
@@ -86,38 +87,43 @@ def sink_tcp(port_file: str) -> None:
         server.serve_forever()
 
 
-def client(kind: str, address: str, sizes_mib: list[int], repeats: int, out: str) -> None:
-    """Per size: `repeats` timed messages after two warm-ups, each sent and acknowledged in turn."""
-    results = {}
-    if kind == "grpc":
-        channel = connect(address, MAX_MB, None, "")
-        outbox = Outbox()
-        acks = pb_grpc.TokenLinkStub(channel).Link(iter(outbox))
-    else:
-        host, port = address.rsplit(":", 1)
-        sock = socket.create_connection((host, int(port)))
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+def client(grpc_address: str, tcp_address: str, sizes_mib: list[int], repeats: int, out: str) -> None:
+    """Per size: `repeats` timed messages on each path after two warm-ups, each sent and acknowledged
+    in turn, alternating gRPC and TCP so that both see the same machine at the same moments."""
+    channel = connect(grpc_address, MAX_MB, None, "")
+    outbox = Outbox()
+    acks = LinkStub(channel).Link(iter(outbox))
+    host, port = tcp_address.rsplit(":", 1)
+    sock = socket.create_connection((host, int(port)))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def hop(z: torch.Tensor) -> None:  # encode, send in parts, the sink decodes, ack
+        up, parts = pb.Up(), Parts()
+        up.tokens.node = "bench"
+        codec.encode_symbols(z, into=up.tokens.symbols, parts=parts, path="tokens.symbols")
+        outbox.put(up, parts)
+        next(acks)
+
+    def tcp(z: torch.Tensor) -> None:
+        payload = z.numpy().tobytes()
+        sock.sendall(struct.pack("<Q", len(payload)) + payload)
+        sock.recv(1)
+
+    results = {"grpc": {}, "tcp": {}}
     for mib in sizes_mib:
         n = mib << 20
         z = torch.randn(1, n // 8, dtype=torch.complex64)  # n bytes of float32 pairs
-        times = []
+        times = {"grpc": [], "tcp": []}
         for i in range(repeats + 2):
-            t0 = time.perf_counter()
-            if kind == "grpc":  # encode, send, the sink decodes, ack
-                up = pb.Up()
-                up.tokens.node = "bench"
-                codec.encode_symbols(z, into=up.tokens.symbols)
-                outbox.put(up)
-                next(acks)
-            else:
-                payload = z.numpy().tobytes()
-                sock.sendall(struct.pack("<Q", len(payload)) + payload)
-                sock.recv(1)
-            if i >= 2:
-                times.append(time.perf_counter() - t0)
-        times.sort()
-        ms = times[len(times) // 2] * 1e3
-        results[str(mib)] = {"median_ms": ms, "mb_per_s": n / 1e6 / (ms / 1e3)}
+            for kind, send in (("grpc", hop), ("tcp", tcp)):
+                t0 = time.perf_counter()
+                send(z)
+                if i >= 2:
+                    times[kind].append(time.perf_counter() - t0)
+        for kind, ts in times.items():
+            ms = sorted(ts)[len(ts) // 2] * 1e3
+            results[kind][str(mib)] = {"median_ms": ms, "mb_per_s": n / 1e6 / (ms / 1e3), "best_ms": min(ts) * 1e3}
+    outbox.close()
     Path(out).write_text(json.dumps(results))
 
 
@@ -161,14 +167,14 @@ def device(cfg, relay: str, modality: str, width: int) -> None:
     channel = connect(relay, cfg.wire.max_message_mb, None, "")  # the bench's relay runs --insecure
     info = pb.NodeInfo(node=node.node, user=0, modality=modality, role="device", pid=os.getpid(),
                        host=socket.gethostname(), config_digest=config_digest(cfg))
-    DeviceClient(node, pb_grpc.TokenLinkStub(channel), cfg.wire.precision, Path(".")).serve(info)
+    DeviceClient(node, LinkStub(channel), cfg.wire.precision, Path("."), cfg.wire.max_message_mb << 20).serve(info)
 
 
 def edge(cfg, port_file: str, width: int, rounds: int, out: str) -> None:
     """The real hub and servicer; rounds of TRANSMIT -> tokens -> UPDATE with random gradients."""
     hub = EdgeHub(cfg, {"config_digest": config_digest(cfg)}, {m: width for m in MODALITIES})
     # vocab 1: the synthetic text node's labels are all token 0
-    server = start_server(lambda s: pb_grpc.add_TokenLinkServicer_to_server(EdgeServicer(hub, cfg, 1), s),
+    server = start_server(lambda s: add_link_servicer(EdgeServicer(hub, cfg, 1), s),
                           "127.0.0.1:0", cfg.wire.max_message_mb, workers=8, credential=None, port_file=port_file)
     hub.wait_registered(120)
     b, gen = cfg.train.stage1.batch, torch.Generator().manual_seed(1)
@@ -194,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("role", choices=["sink-grpc", "sink-tcp", "client", "edge", "device"])
     p.add_argument("--port-file")
     p.add_argument("--address")
-    p.add_argument("--kind", choices=["grpc", "tcp"])
+    p.add_argument("--tcp-address")
     p.add_argument("--sizes", default="1,4,8,16")
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--out")
@@ -211,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     elif a.role == "sink-tcp":
         sink_tcp(a.port_file)
     elif a.role == "client":
-        client(a.kind, a.address, [int(x) for x in a.sizes.split(",")], a.repeats, a.out)
+        client(a.address, a.tcp_address, [int(x) for x in a.sizes.split(",")], a.repeats, a.out)
     else:
         cfg = load_config(a.config, a.overrides)
         if a.role == "edge":

@@ -91,13 +91,16 @@ def _shape_str(shape: Sequence[int | None]) -> str:
 # ---------------------------------------------------------------------------- tensors
 
 def encode_tensor(t: torch.Tensor, dtype: str | None = None, *, finite: bool = True,
-                  name: str = "tensor", into: pb.Tensor | None = None) -> pb.Tensor:
+                  name: str = "tensor", into: pb.Tensor | None = None, parts=None, path: str = "") -> pb.Tensor:
     """Tensor -> `pb.Tensor` (raw little-endian C-order bytes), cast to `dtype` when given.
 
     Casts stay within a kind: float to float, integer/bool to integer/bool.
     finite: reject NaN/Inf in float tensors (after the cast, so overflow is caught at the sender).
     into: fill this field of a message being built (`up.tokens.symbols`) instead of a new
     `pb.Tensor`: nesting a built message copies its bytes again, which costs at megabytes.
+    parts, path: a `protos.parts.Parts` of the message and this field's path in it: a tensor
+    above `parts.part_bytes` is left out of the message (`parts` set, no `data`) and its bytes,
+    not copied, go to `parts` for the stream to send first.
     """
     if not isinstance(t, torch.Tensor):
         raise CodecError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
@@ -117,19 +120,24 @@ def encode_tensor(t: torch.Tensor, dtype: str | None = None, *, finite: bool = T
         raise CodecError(f"{name}: {bad} non-finite values (NaN/Inf) in {dtype} tensor of shape "
                          f"{_shape_str(tuple(t.shape))} ({_nonfinite_cause(src, dtype)}); send finite values")
     msg = pb.Tensor() if into is None else into
-    msg.data, msg.dtype = raw.tobytes(), dtype
+    if parts is not None and raw.nbytes > parts.part_bytes:
+        msg.data, msg.parts = b"", parts.add(path, raw)
+    else:
+        msg.data, msg.parts = raw.tobytes(), 0
+    msg.dtype = dtype
     msg.ClearField("shape")
     msg.shape.extend(t.shape)
     return msg
 
 
 def decode_tensor(msg: pb.Tensor, *, dtype: str | None = None, shape: Sequence[int | None] | None = None,
-                  finite: bool = True, name: str = "tensor") -> torch.Tensor:
+                  finite: bool = True, name: str = "tensor", payload: bytearray | None = None) -> torch.Tensor:
     """`pb.Tensor` -> a tensor viewing the message's bytes (read it; do not write into it).
 
     dtype: the expected wire dtype, or None for any known one.
     shape: the expected shape; None entries are wildcards.
     finite: reject NaN/Inf in float tensors.
+    payload: the tensor's bytes when it came in parts (`protos.parts.Payloads.get(path)`).
     """
     w = _wire(msg.dtype, name)
     if dtype is not None and msg.dtype != dtype:
@@ -139,7 +147,9 @@ def decode_tensor(msg: pb.Tensor, *, dtype: str | None = None, shape: Sequence[i
         raise CodecError(f"{name}: negative dimension in shape {_shape_str(dims)}")
     if shape is not None and (len(dims) != len(shape) or any(e is not None and e != n for e, n in zip(shape, dims))):
         raise CodecError(f"{name}: shape {_shape_str(dims)}, expected {_shape_str(shape)}")
-    data = msg.data  # one read: the message may hand out a new bytes object per access
+    if msg.parts and payload is None:
+        raise CodecError(f"{name}: came in {msg.parts} parts, which were not received with it")
+    data = payload if msg.parts else msg.data  # one read: the message may hand out a new bytes object per access
     want = math.prod(dims) * w.itemsize
     if len(data) != want:
         raise CodecError(f"{name}: {len(data)} bytes for shape {_shape_str(dims)} {msg.dtype}, expected {want}")
@@ -163,33 +173,34 @@ def _nonfinite_cause(src: torch.Tensor, dtype: str) -> str:
     return f"values beyond the {dtype} range overflowed; use a wider dtype or rescale"
 
 
-def payload_bytes(msg: pb.Tensor) -> int:
-    """Tensor payload bytes of one `pb.Tensor` (its raw data, without dtype/shape framing)."""
-    return len(msg.data)
+def payload_bytes(msg: pb.Tensor, payload: bytearray | None = None) -> int:
+    """Tensor payload bytes of one `pb.Tensor` (its raw data, without dtype/shape framing),
+    `payload` when it came in parts."""
+    return len(payload) if msg.parts and payload is not None else len(msg.data)
 
 
 # ---------------------------------------------------------------------------- complex symbols
 
 def encode_symbols(z: torch.Tensor, precision: str = "float32", *, name: str = "symbols",
-                   into: pb.Tensor | None = None) -> pb.Tensor:
+                   into: pb.Tensor | None = None, parts=None, path: str = "") -> pb.Tensor:
     """(b, c) complex -> `pb.Tensor` of real pairs (b, c, 2) in `precision` (float32|float16|bfloat16);
-    `into` as for `encode_tensor`."""
+    `into`, `parts` and `path` as for `encode_tensor`."""
     if precision not in PRECISIONS:
         raise CodecError(f"{name}: unknown wire precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
     if not isinstance(z, torch.Tensor) or not z.is_complex() or z.dim() != 2:
         got = f"{tuple(z.shape)} {z.dtype}" if isinstance(z, torch.Tensor) else type(z).__name__
         raise CodecError(f"{name}: expected a (b, c) complex tensor, got {got}")
     pairs = torch.view_as_real(z.detach().resolve_conj().to(torch.complex64))  # (b, c, 2)
-    return encode_tensor(pairs, precision, name=name, into=into)
+    return encode_tensor(pairs, precision, name=name, into=into, parts=parts, path=path)
 
 
 def decode_symbols(msg: pb.Tensor, *, b: int | None = None, c: int | None = None,
-                   name: str = "symbols") -> torch.Tensor:
+                   name: str = "symbols", payload: bytearray | None = None) -> torch.Tensor:
     """`pb.Tensor` of real pairs (b, c, 2) in any wire precision -> (b, c) complex64
     (a view over the message's bytes for float32, a converted copy for the half types)."""
     if msg.dtype not in PRECISIONS:
         raise CodecError(f"{name}: dtype {msg.dtype!r}, expected one of {', '.join(PRECISIONS)}")
-    pairs = decode_tensor(msg, shape=(b, c, 2), name=name).to(torch.float32)  # (b, c, 2)
+    pairs = decode_tensor(msg, shape=(b, c, 2), name=name, payload=payload).to(torch.float32)  # (b, c, 2)
     if pairs.numel() == 0:
         return torch.empty(pairs.shape[:2], dtype=torch.complex64)
     return torch.view_as_complex(pairs)  # (b, c)

@@ -21,6 +21,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from protos import tokcom_pb2 as pb
+from protos.parts import Assembly, PartIn, Parts, PartWire, Payloads, deserializer
 from protos.tls import Credential
 
 log = logging.getLogger(__name__)
@@ -157,6 +158,44 @@ def write_port_file(path: str | Path, port: int) -> None:
 
 # ---------------------------------------------------------------- streams
 
+LINK_METHOD = "/tokcom.v2.TokenLink/Link"
+
+
+def _serialize(msg) -> bytes:
+    """Messages and parts alike (a `PartWire` writes its own protobuf bytes, copying its slice once)."""
+    return msg.serialize() if isinstance(msg, PartWire) else msg.SerializeToString()
+
+
+class LinkStub:
+    """The client of `TokenLink`, like the generated stub but able to send parts."""
+
+    def __init__(self, channel: grpc.Channel):
+        self.Link = channel.stream_stream(LINK_METHOD, request_serializer=_serialize,
+                                          response_deserializer=deserializer(pb.Down))
+
+
+def add_link_servicer(servicer, server: grpc.Server) -> None:
+    """Serve `servicer.Link` (a TokenLinkServicer), able to send parts in its responses."""
+    handler = grpc.stream_stream_rpc_method_handler(servicer.Link, request_deserializer=deserializer(pb.Up),
+                                                    response_serializer=_serialize)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("tokcom.v2.TokenLink",
+                                                                          {"Link": handler}),))
+
+
+def whole(messages, limit_bytes: int) -> Iterator[tuple]:
+    """A stream's messages with their parts gathered: (message, its `Payloads`), never a Part.
+    Parts that do not fit the message after them raise `CodecError`."""
+    assembly = Assembly(limit_bytes)
+    for msg in messages:
+        if isinstance(msg, PartIn):
+            assembly.add(msg)
+        elif msg.WhichOneof("msg") == "part":  # a Part in a layout of its own, parsed by protobuf
+            p = msg.part
+            assembly.add(PartIn(p.tensor, p.data, p.total, msg.ByteSize()))
+        else:
+            yield msg, assembly.take(msg)
+
+
 _CLOSE = object()
 
 
@@ -166,9 +205,15 @@ class Outbox:
 
     def __init__(self) -> None:
         self._q: queue.SimpleQueue = queue.SimpleQueue()
+        self._lock = threading.Lock()  # a message's parts and the message go out together
 
-    def put(self, msg) -> None:
-        self._q.put(msg)
+    def put(self, msg, parts: Parts | None = None) -> None:
+        """Send `msg`, after the parts of its large tensors (see `protos.parts`)."""
+        with self._lock:  # another thread's message must not fall between these parts and theirs
+            if parts is not None:
+                for wire in parts.wires(type(msg)):
+                    self._q.put(wire)
+            self._q.put(msg)
 
     def close(self) -> None:
         self._q.put(_CLOSE)
