@@ -62,6 +62,18 @@ def expand_blocks(h_blk: Tensor, c: int, coherence: int) -> Tensor:
 
 
 @dataclass
+class Draws:
+    """One link's randomness for one round: block gains h (b, n), the receiver's estimate
+    (b, n) when `csi` is "estimated", and the noise sigma * CN(0, 1) (b, c)."""
+
+    b: int
+    c: int
+    h_blk: Tensor
+    h_hat_blk: Tensor | None
+    noise: Tensor
+
+
+@dataclass
 class ChannelOutput:
     """What one pass through the link produced.
 
@@ -121,28 +133,46 @@ class LinkChannel:
         los = torch.polar(torch.full_like(theta, math.sqrt(k / (k + 1))), theta)
         return los + math.sqrt(1 / (k + 1)) * g  # (b, n)
 
-    def __call__(self, x: Tensor, gen: torch.Generator) -> ChannelOutput:
-        if x.dim() != 2 or not x.is_complex():
-            raise ValueError(f"LinkChannel expects complex symbols (b, c), got {x.dtype} "
-                             f"{tuple(x.shape)}; convert tokens with channel.symbols.real_to_complex")
-        b, c = x.shape
+    def draw(self, b: int, c: int, gen: torch.Generator) -> Draws:
+        """This link's randomness for a batch of b samples of c symbols: everything but the symbols
+        (so a relay can draw it before they arrive, see `channel.hop`)."""
         n = num_blocks(c, self.coherence)
         sigma2 = self.noise_var
         h_blk = self._draw_gains(b, n, gen)  # (b, n)
         h_hat_blk = (estimate_gains(h_blk, sigma2, self.pilots, gen)
                      if self.csi == "estimated" else None)  # (b, n)
-        noise = complex_normal((b, c), gen)  # (b, c)
+        noise = math.sqrt(sigma2) * complex_normal((b, c), gen)  # (b, c)
+        return Draws(b, c, h_blk, h_hat_blk, noise)
 
-        h = expand_blocks(h_blk, c, self.coherence).to(x.device, x.dtype)  # (b, c)
-        y = h * x + math.sqrt(sigma2) * noise.to(x.device, x.dtype)  # (b, c)
+    def apply(self, x: Tensor, d: Draws) -> ChannelOutput:
+        """y = h x + n with the randomness `d` (drawn for x's shape)."""
+        if x.dim() != 2 or not x.is_complex():
+            raise ValueError(f"LinkChannel expects complex symbols (b, c), got {x.dtype} "
+                             f"{tuple(x.shape)}; convert tokens with channel.symbols.real_to_complex")
+        b, c = x.shape
+        if (b, c) != (d.b, d.c):
+            raise ValueError(f"symbols {(b, c)}, but the channel was drawn for {(d.b, d.c)}")
+        if self.fading == "awgn":  # h = 1 exactly: skip the product (and the (b, c) gains in memory)
+            h = torch.ones(1, 1, dtype=x.dtype, device=x.device).expand(b, c)  # (b, c) view
+            y = x + d.noise.to(x.device, x.dtype)  # (b, c)
+        else:
+            h = expand_blocks(d.h_blk, c, self.coherence).to(x.device, x.dtype)  # (b, c)
+            y = h * x + d.noise.to(x.device, x.dtype)  # (b, c)
+        h_hat_blk = d.h_hat_blk
         if self.csi == "perfect":
-            h_hat, h_hat_blk = h, h_blk.to(x.device, x.dtype)  # (b, c), (b, n)
+            h_hat, h_hat_blk = h, d.h_blk.to(x.device, x.dtype)  # (b, c), (b, n)
         elif self.csi == "estimated":
             h_hat_blk = h_hat_blk.to(x.device, x.dtype)  # (b, n)
             h_hat = expand_blocks(h_hat_blk, c, self.coherence)  # (b, c)
         else:
             h_hat = None
-        return ChannelOutput(y=y, h=h, h_hat=h_hat, noise_var=sigma2, h_hat_blocks=h_hat_blk)
+        return ChannelOutput(y=y, h=h, h_hat=h_hat, noise_var=self.noise_var, h_hat_blocks=h_hat_blk)
+
+    def __call__(self, x: Tensor, gen: torch.Generator) -> ChannelOutput:
+        if x.dim() != 2 or not x.is_complex():
+            raise ValueError(f"LinkChannel expects complex symbols (b, c), got {x.dtype} "
+                             f"{tuple(x.shape)}; convert tokens with channel.symbols.real_to_complex")
+        return self.apply(x, self.draw(*x.shape, gen))
 
     @staticmethod
     def vjp(grad_y: Tensor, h: Tensor) -> Tensor:

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 
 import torch
 
-from channel.fading import LinkChannel
-from channel.link import apply_link, receiver_csi
+from channel.fading import Draws, LinkChannel
+from channel.link import link_generator, receiver_csi
 from channel.network import DOWNLINK, UPLINK, NetworkModel, Transfer
 from configs.schema import Config
 from protos.precision import round_to_wire, symbol_bytes
@@ -55,17 +55,27 @@ class ChannelHop:
         self._h: dict[str, tuple[str, int, torch.Tensor]] = {}  # node -> (phase, step, (b, c) h)
         self._lock = threading.Lock()
 
-    def uplink(self, node: str, phase: str, step: int, x: torch.Tensor) -> Uplinked:
-        """x: (b, c) complex64 symbols as they left the device (wire-rounded)."""
+    def draw(self, node: str, phase: str, step: int, b: int, c: int) -> Draws:
+        """The link's randomness for a round of b samples of c symbols. The relay draws it when the
+        round's TRANSMIT passes down, so the draw overlaps the device's work; it is the same draw
+        `uplink` makes when given none (same generator, same order)."""
+        return LinkChannel(self.cfg.channel.link(node)).draw(b, c, link_generator(self.seed, node, phase, step))
+
+    def uplink(self, node: str, phase: str, step: int, x: torch.Tensor, draws: Draws | None = None) -> Uplinked:
+        """x: (b, c) complex64 symbols as they left the device (wire-rounded); `draws` from
+        `draw(node, phase, step, b, c)`, or None to draw now."""
         link = self.cfg.channel.link(node)
         b, c = x.shape
-        out = apply_link(link, self.seed, node, phase, step, x)
+        channel = LinkChannel(link)
+        if draws is None or (draws.b, draws.c) != (b, c):
+            draws = self.draw(node, phase, step, b, c)
+        out = channel.apply(x, draws)
         with self._lock:
             self._h[node] = (phase, step, out.h)
         csi = receiver_csi(link, out)  # (b, n) or None
         return Uplinked(round_to_wire(out.y, self.precision),
                         None if csi is None else round_to_wire(csi, self.precision), out.noise_var,
-                        b * LinkChannel(link).channel_uses(c), symbol_bytes(b * c, self.precision))
+                        b * channel.channel_uses(c), symbol_bytes(b * c, self.precision))
 
     def downlink(self, node: str, phase: str, step: int, grad: torch.Tensor) -> torch.Tensor:
         """grad: (b, c) complex64 dL/dy from the edge (wire-rounded) -> dL/dx for the device."""
@@ -78,6 +88,8 @@ class ChannelHop:
         h = kept[2]
         if grad.shape != h.shape:
             raise HopError(f"gradient for {node} has shape {tuple(grad.shape)}, its symbols {tuple(h.shape)}")
+        if self.cfg.channel.link(node).fading == "awgn":
+            return round_to_wire(grad, self.precision)  # conj(h) g with h = 1
         return round_to_wire(LinkChannel.vjp(grad, h), self.precision)  # (b, c)
 
     # ------------------------------------------------------------ network costs

@@ -20,6 +20,7 @@ import os
 import socket
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import grpc
@@ -58,7 +59,7 @@ class _Route:
 class Relay(pb_grpc.TokenLinkServicer):
     def __init__(self, cfg: Config, edge: LinkStub):
         self.cfg, self.precision = cfg, cfg.wire.precision
-        self.limit = cfg.wire.max_message_mb << 20
+        self.limit, self.part_bytes = cfg.wire.limit_bytes, cfg.wire.part_kb << 10
         self.hop = ChannelHop(cfg)
         self.meter = LinkMeter()
         self.devices = set(cfg.link_names())
@@ -66,6 +67,13 @@ class Relay(pb_grpc.TokenLinkServicer):
         self.reported: set[str] = set()
         self.lock = threading.Lock()
         self.release = Release() if self.hop.network.enabled else None
+        # A round's channel randomness does not depend on the symbols, so it is drawn ahead, as a channel
+        # emulator's noise source runs ahead: after a device's tokens for the next step of the phase
+        # (while the edge computes), or when a TRANSMIT passes down that was not foreseen. Per device:
+        # ((phase, step), the draw).
+        self.drawer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="relay-draw")
+        self.draws: dict[str, tuple[tuple[str, int], Future]] = {}
+        self.widths: dict[str, int] = {}  # complex symbols per sample of each device, from its last tokens
         self.to_edge = Outbox()
         self.welcome = threading.Event()
         self.refused: tuple[str, str] | None = None
@@ -136,12 +144,14 @@ class Relay(pb_grpc.TokenLinkServicer):
             self.meter.record("edge->relay", "downlink", payload_bytes=codec.payload_bytes(task.grad, grad_bytes),
                               wire_bytes=task.ByteSize() + payloads.wire_bytes(f"tasks.tasks.{i}."),
                               latency_ms=max(0.0, (t_rx - task.hop.sent_ns) / 1e6))
-            down, parts = shares.setdefault(node, (pb.Down(), Parts())) if self.release is None else (pb.Down(), Parts())
+            down, parts = shares.setdefault(node, (pb.Down(), Parts(self.part_bytes))) if self.release is None else (pb.Down(), Parts(self.part_bytes))
             j = len(down.tasks.tasks)
             out = down.tasks.tasks.add()
             out.node, out.kind, out.phase, out.step, out.path, out.seq = \
                 node, task.kind, task.phase, task.step, task.path, task.seq
             out.sample_ids.extend(task.sample_ids)
+            if out.kind == pb.Task.TRANSMIT:
+                self._draw_ahead(node, out.phase, out.step, len(out.sample_ids))
             if task.HasField("grad"):
                 try:
                     g = self.hop.downlink(node, task.phase, task.step,
@@ -166,6 +176,12 @@ class Relay(pb_grpc.TokenLinkServicer):
                                                                                                     parts=parts))
         for node, (down, parts) in shares.items():
             self._route(node, down, parts=parts)
+
+    def _draw_ahead(self, node: str, phase: str, step: int, b: int) -> None:
+        """Start drawing `node`'s channel for (phase, step), unless that draw is already under way."""
+        if node in self.widths and self.draws.get(node, ((None, None),))[0] != (phase, step):
+            self.draws[node] = ((phase, step), self.drawer.submit(self.hop.draw, node, phase, step, b,
+                                                                  self.widths[node]))
 
     def _later(self, t: float, fn) -> None:
         if self.release is None:
@@ -251,8 +267,12 @@ class Relay(pb_grpc.TokenLinkServicer):
             raise _Refuse(grpc.StatusCode.INVALID_ARGUMENT, f"s={msg.s}, d={msg.d}; this run sends s={s_cfg} "
                                                             f"tokens of even width")
         x = codec.decode_symbols(msg.symbols, c=msg.s * msg.d // 2, payload=payloads.get("tokens.symbols"))  # (b, c)
-        out = self.hop.uplink(node, msg.phase, msg.step, x)
-        up_fwd, parts = pb.Up(), Parts()
+        self.widths[node] = x.shape[1]
+        key, drawn = self.draws.pop(node, (None, None))
+        out = self.hop.uplink(node, msg.phase, msg.step, x,
+                              drawn.result() if key == (msg.phase, msg.step) else None)
+        self._draw_ahead(node, msg.phase, msg.step + 1, x.shape[0])
+        up_fwd, parts = pb.Up(), Parts(self.part_bytes)
         fwd = up_fwd.tokens  # built in place (see codec.encode_tensor's `into`)
         fwd.node, fwd.phase, fwd.step, fwd.s, fwd.d = node, msg.phase, msg.step, msg.s, msg.d
         fwd.compute_ms, fwd.noise_var = msg.compute_ms, out.noise_var
@@ -313,6 +333,7 @@ class Relay(pb_grpc.TokenLinkServicer):
             outbox.abort(grpc.StatusCode.UNAVAILABLE, "the relay is stopping")
         if self.release is not None:
             self.release.close()
+        self.drawer.shutdown(wait=False, cancel_futures=True)
 
 
 class _Refuse(Exception):

@@ -324,9 +324,17 @@ class WireConfig:
     precision: str = "float32"
     max_message_mb: int = 256
     step_timeout_s: float = 60.0
+    part_kb: int = 1024  # a tensor above this travels in Parts of this size (protos.parts); receivers take any
 
     def __post_init__(self) -> None:
         require(self.precision in PRECISIONS, "wire.precision", f"must be one of {PRECISIONS}")
+        require(1 <= self.part_kb <= self.max_message_mb * 1024, "wire.part_kb",
+                "must be between 1 and wire.max_message_mb * 1024")
+
+    @property
+    def limit_bytes(self) -> int:
+        """Bytes of one message with its parts that a receiver accepts."""
+        return self.max_message_mb << 20
 
 
 @dataclass(frozen=True)

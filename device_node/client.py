@@ -21,7 +21,7 @@ import torch
 
 from configs.args import add_config_arguments
 from configs.loader import config_digest, load_config
-from configs.schema import MODALITIES
+from configs.schema import MODALITIES, WireConfig
 from device_node.build import build_device
 from device_node.step import DeviceNode
 from foundation.assets import cache_dir
@@ -39,9 +39,8 @@ log = logging.getLogger(__name__)
 
 
 class DeviceClient:
-    def __init__(self, node: DeviceNode, stub: LinkStub, precision: str, state_dir: Path, limit_bytes: int):
-        self.node, self.stub, self.precision, self.state_dir = node, stub, precision, state_dir
-        self.limit = limit_bytes  # of one message with its parts (wire.max_message_mb)
+    def __init__(self, node: DeviceNode, stub: LinkStub, wire: WireConfig, state_dir: Path):
+        self.node, self.stub, self.wire, self.state_dir = node, stub, wire, state_dir
         self.meter = LinkMeter()
         self.name = node.node
         self.run_id = ""
@@ -53,7 +52,7 @@ class DeviceClient:
         outbox.put(pb.Up(hello=pb.Hello(info=info, protocol=PROTOCOL)))
         stopped = False
         try:
-            for down, payloads in whole(self.stub.Link(iter(outbox)), self.limit):
+            for down, payloads in whole(self.stub.Link(iter(outbox)), self.wire.limit_bytes):
                 kind = down.WhichOneof("msg")
                 if kind == "welcome":
                     self.run_id = down.welcome.run_id
@@ -97,11 +96,11 @@ class DeviceClient:
 
     def _transmit(self, task: pb.Task) -> tuple[pb.Up, Parts]:
         tx = self.node.transmit(task.phase, task.step, list(task.sample_ids))
-        up, parts = pb.Up(), Parts()
+        up, parts = pb.Up(), Parts(self.wire.part_kb << 10)
         msg = up.tokens  # built in place: nesting a finished message would copy the symbols again
         msg.node, msg.phase, msg.step, msg.s, msg.d, msg.compute_ms = \
             self.name, task.phase, task.step, tx.s, tx.d, tx.compute_ms
-        codec.encode_symbols(tx.symbols, self.precision, into=msg.symbols, parts=parts, path="tokens.symbols")
+        codec.encode_symbols(tx.symbols, self.wire.precision, into=msg.symbols, parts=parts, path="tokens.symbols")
         if tx.labels:
             msg.labels.CopyFrom(codec.encode_labels(tx.labels))
         msg.hop.sent_ns = time.time_ns()
@@ -154,8 +153,7 @@ def run(args: argparse.Namespace) -> int:
     except TimeoutError as e:
         log.error("relay: %s", e)
         return 1
-    client = DeviceClient(node, LinkStub(channel), cfg.wire.precision, Path(args.state_dir),
-                          cfg.wire.max_message_mb << 20)
+    client = DeviceClient(node, LinkStub(channel), cfg.wire, Path(args.state_dir))
     try:
         client.serve(node_info(cfg, node, dataset))
     except grpc.RpcError as e:

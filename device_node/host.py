@@ -22,7 +22,7 @@ import torch
 
 from configs.args import add_config_arguments
 from configs.loader import load_config
-from configs.schema import MODALITIES
+from configs.schema import MODALITIES, WireConfig
 from device_node.build import build_devices
 from device_node.client import DeviceClient, node_info
 from device_node.step import DeviceNode
@@ -67,14 +67,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads for this process")
 
 
-def serve_all(nodes: list[DeviceNode], infos: list, stubs: list[LinkStub], precision: str,
-              state_dir: Path, limit_bytes: int) -> list[str]:
+def serve_all(nodes: list[DeviceNode], infos: list, stubs: list[LinkStub], wire: WireConfig,
+              state_dir: Path) -> list[str]:
     """Each node on its own stream and thread until STOP; returns the nodes that failed, with why."""
     failed: list[str] = []
 
     def serve(node: DeviceNode, info, stub: LinkStub) -> None:
         try:
-            DeviceClient(node, stub, precision, state_dir, limit_bytes).serve(info)
+            DeviceClient(node, stub, wire, state_dir).serve(info)
         except grpc.RpcError as e:
             failed.append(f"{node.node}: {e.code().name}: {e.details()}")
         except ConnectionError as e:
@@ -117,8 +117,7 @@ def run(args: argparse.Namespace) -> int:
     stubs = [LinkStub(channels[cred.name if cred else None]) for cred in credentials]
     log.info("hosting %d %s devices on %d connection(s) to %s", len(nodes), args.modality, len(channels), args.relay)
     try:
-        failed = serve_all(nodes, [node_info(cfg, n, dataset) for n in nodes], stubs, cfg.wire.precision,
-                           Path(args.state_dir), cfg.wire.max_message_mb << 20)
+        failed = serve_all(nodes, [node_info(cfg, n, dataset) for n in nodes], stubs, cfg.wire, Path(args.state_dir))
     except KeyboardInterrupt:
         log.info("interrupted")
         return 130

@@ -72,7 +72,7 @@ class EdgeServicer(pb_grpc.TokenLinkServicer):
                 raise _StreamError(grpc.StatusCode.PERMISSION_DENIED,
                                    f"the credential of '{clip(peer)}' is not the relay's; only the relay reaches the "
                                    f"edge, devices speak through it")
-            for up, payloads in whole(requests, self.cfg.wire.max_message_mb << 20):
+            for up, payloads in whole(requests, self.cfg.wire.limit_bytes):
                 kind = up.WhichOneof("msg")
                 node = getattr(up, kind).node if kind in ("tokens", "done", "report", "gone") else up.hello.info.node
                 try:
@@ -169,7 +169,7 @@ class EdgeServicer(pb_grpc.TokenLinkServicer):
                               latency_ms=max(0.0, (t_rx - msg.hop.sent_ns) / 1e6))
 
     def _encode_tasks(self, batch: list[tuple[str, TaskSpec]]) -> tuple[pb.Down, Parts]:
-        down, parts = pb.Down(), Parts()
+        down, parts = pb.Down(), Parts(self.cfg.wire.part_kb << 10)
         for i, (name, task) in enumerate(batch):
             msg = down.tasks.tasks.add()  # built in place (see codec.encode_tensor's `into`)
             msg.node, msg.kind, msg.phase, msg.step = name, pb.Task.Kind.Value(task.kind), task.phase, task.step

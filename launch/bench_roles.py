@@ -130,15 +130,17 @@ def client(grpc_address: str, tcp_address: str, sizes_mib: list[int], repeats: i
 # ---------------------------------------------------------------- the paper's shapes through the real relay
 
 class SyntheticDevice:
-    """A `DeviceNode` stand-in with the right shapes and no model: random unit-power symbols."""
+    """A `DeviceNode` stand-in with the right shapes and no model: unit-power symbols drawn once
+    (two sets, alternated), so that its compute is ~0 and the round time is the transport's."""
 
     def __init__(self, node: str, s: int, d: int, b: int, text_len: int):
         self.node, self.s, self.d, self.b, self.text_len = node, s, d, b, text_len
-        self.gen = torch.Generator().manual_seed(0)
+        gen = torch.Generator().manual_seed(0)
+        self.sets = [torch.randn(b, s * d // 2, dtype=torch.complex64, generator=gen) for _ in range(2)]  # (b, c)
 
     def transmit(self, phase: str, step: int, ids: list[str]) -> Transmission:
         t0 = time.perf_counter()
-        z = torch.randn(len(ids), self.s * self.d // 2, dtype=torch.complex64, generator=self.gen)  # (b, c)
+        z = self.sets[step % 2][:len(ids)]  # (b, c)
         labels = {}
         if self.node.endswith("/text"):
             labels = {"text_ids": torch.zeros(len(ids), self.text_len, dtype=torch.long),
@@ -167,7 +169,7 @@ def device(cfg, relay: str, modality: str, width: int) -> None:
     channel = connect(relay, cfg.wire.max_message_mb, None, "")  # the bench's relay runs --insecure
     info = pb.NodeInfo(node=node.node, user=0, modality=modality, role="device", pid=os.getpid(),
                        host=socket.gethostname(), config_digest=config_digest(cfg))
-    DeviceClient(node, LinkStub(channel), cfg.wire.precision, Path("."), cfg.wire.max_message_mb << 20).serve(info)
+    DeviceClient(node, LinkStub(channel), cfg.wire, Path(".")).serve(info)
 
 
 def edge(cfg, port_file: str, width: int, rounds: int, out: str) -> None:

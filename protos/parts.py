@@ -32,7 +32,7 @@ import numpy as np
 from protos import tokcom_pb2 as pb
 from protos.codec import CodecError
 
-PART_BYTES = 1 << 20  # 1 MiB: measured best of 0.5/1/2 MiB on loopback (docs/performance.md)
+PART_BYTES = 1 << 20  # wire.part_kb's default, 1 MiB: measured best of 0.5/1/2 MiB on loopback (docs/performance.md)
 
 
 def tensor_paths(msg, prefix: str = "") -> Iterator[tuple[str, pb.Tensor]]:
@@ -90,9 +90,8 @@ class PartWire:
 class Parts:
     """The large tensors of one message being built: (path, raw bytes) in the order encoded."""
 
-    part_bytes = PART_BYTES  # a tensor above this travels in parts (the codec asks)
-
-    def __init__(self) -> None:
+    def __init__(self, part_bytes: int = PART_BYTES) -> None:
+        self.part_bytes = part_bytes  # a tensor above this travels in parts of this size (the codec asks)
         self.items: list[tuple[str, memoryview]] = []
 
     def add(self, path: str, raw: np.ndarray) -> int:
@@ -101,12 +100,12 @@ class Parts:
             raise CodecError("a tensor sent in parts needs its path in the message")
         view = memoryview(raw).cast("B")  # keeps `raw` (and the tensor it views) alive
         self.items.append((path, view))
-        return math.ceil(len(view) / PART_BYTES)
+        return math.ceil(len(view) / self.part_bytes)
 
     def wires(self, outer) -> Iterator[PartWire]:
         for path, view in self.items:
-            for i in range(0, len(view), PART_BYTES):
-                yield PartWire(outer, path, view[i:i + PART_BYTES], len(view))
+            for i in range(0, len(view), self.part_bytes):
+                yield PartWire(outer, path, view[i:i + self.part_bytes], len(view))
 
 
 # ---------------------------------------------------------------- receiving

@@ -35,10 +35,11 @@ def _start_all(cluster: ManualCluster):
         cluster.start_device(0, m)
 
 
-PRECISION_CASES = {  # each wire precision, with a channel whose CSI takes another path
+PRECISION_CASES = {  # each wire precision, with a channel whose CSI takes another path; the half precisions
+    # send their symbols and gradients in 16 KiB parts (protos.parts), float32 in one message each
     "float32": [],
-    "float16": ["channel.fading=rayleigh", "channel.coherence=1024", "channel.csi=estimated"],
-    "bfloat16": ["channel.fading=rician", "channel.equalizer=zf"],
+    "float16": ["channel.fading=rayleigh", "channel.coherence=1024", "channel.csi=estimated", "wire.part_kb=16"],
+    "bfloat16": ["channel.fading=rician", "channel.equalizer=zf", "wire.part_kb=16"],
 }
 
 
@@ -207,6 +208,15 @@ def test_bad_messages_get_a_status_and_the_run_continues(tmp_path, small_cfg, sm
         assert code == grpc.StatusCode.INVALID_ARGUMENT and "cannot speak" in details
         assert relay(_tokens(8, s=5))[0] == grpc.StatusCode.INVALID_ARGUMENT  # not this modality's s_m
         assert relay(pb.Up())[0] == grpc.StatusCode.INVALID_ARGUMENT  # an empty message
+        stray = pb.Up(part=pb.Part(tensor="tokens.symbols", data=b"x" * 8, total=8))  # parts nobody claims
+        code, details = relay(stray, _tokens(8))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and "does not hold" in details, details
+        missing = _tokens(8)  # says its symbols came in parts; none did
+        missing.tokens.symbols.data, missing.tokens.symbols.parts = b"", 3
+        code, details = relay(missing)
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and "none arrived" in details, details
+        code, details = relay(pb.Up(part=pb.Part(tensor="tokens.symbols", data=b"x", total=1 << 40)))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and "limit" in details, details
         poisoned = _tokens(8)  # labels through the relay: token ids past the vocabulary, a mask that is not bool
         poisoned.tokens.labels.CopyFrom(_labels(top=10**9))
         code, details = relay(poisoned)

@@ -52,7 +52,7 @@ def test_device_task_loop_transmits_updates_saves_restores_and_meters(small_cfg,
         pb.Task(kind=pb.Task.LOAD, path=str(tmp_path), seq=4),
         pb.Task(kind=pb.Task.STOP, seq=5),
     ])
-    client = DeviceClient(node, stub, "float32", tmp_path, 256 << 20)
+    client = DeviceClient(node, stub, small_cfg.wire, tmp_path)
     stepped = {}
     orig_update = node.update
 
