@@ -134,12 +134,17 @@ def hop_throughput(out: Path, repeats: int) -> dict:
         results = json.loads(result.read_text())
     finally:
         children.stop(5.0)
-    return {str(m): {"tcp_ms": results["tcp"][str(m)]["median_ms"], "hop_ms": results["grpc"][str(m)]["median_ms"],
-                     "tcp_mb_s": results["tcp"][str(m)]["mb_per_s"], "hop_mb_s": results["grpc"][str(m)]["mb_per_s"],
-                     "hop_over_tcp": results["grpc"][str(m)]["mb_per_s"] / results["tcp"][str(m)]["mb_per_s"],
-                     "best_hop_ms": results["grpc"][str(m)]["best_ms"], "best_tcp_ms": results["tcp"][str(m)]["best_ms"],
-                     "best_hop_over_tcp": results["tcp"][str(m)]["best_ms"] / results["grpc"][str(m)]["best_ms"]}
-            for m in SIZES_MIB}
+    rows = {}
+    for m in map(str, SIZES_MIB):
+        row = {}
+        for mode, res in results.items():
+            g, t = res["grpc"][m], res["tcp"][m]
+            row[mode] = {"hop_ms": g["median_ms"], "tcp_ms": t["median_ms"], "hop_mb_s": g["mb_per_s"],
+                         "tcp_mb_s": t["mb_per_s"], "hop_over_tcp": g["mb_per_s"] / t["mb_per_s"],
+                         "best_hop_ms": g["best_ms"], "best_tcp_ms": t["best_ms"]}
+        row["hop_over_tcp"] = min(r["hop_over_tcp"] for r in row.values())  # the worse of the two ways
+        rows[m] = row
+    return rows
 
 
 # ---------------------------------------------------------------- 4: the paper's shapes through the relay
@@ -193,10 +198,11 @@ def table(res: dict) -> str:
         lines.append(f"wire / payload bytes, worst link carrying tensors ({worst[1]}) | {worst[0]:.4f}x | "
                      f"<= {TARGETS['wire_over_payload']}x")
     for mib, h in res.get("hop", {}).items():
-        lines.append(f"one hop {mib} MiB: gRPC stream {h['hop_ms']:.1f} ms ({h['hop_mb_s']:.0f} MB/s) vs raw TCP "
-                     f"{h['tcp_ms']:.1f} ms ({h['tcp_mb_s']:.0f} MB/s), medians | {100 * h['hop_over_tcp']:.0f} % of TCP "
-                     f"({100 * h['best_hop_over_tcp']:.0f} % best against best) | "
-                     f">= {100 * TARGETS['hop_over_tcp']:.0f} % (4-16 MiB)")
+        seq, alt = h["sequential"], h["alternating"]
+        lines.append(f"one hop {mib} MiB, medians: gRPC stream {seq['hop_ms']:.1f} ms vs raw TCP {seq['tcp_ms']:.1f} ms "
+                     f"back to back ({100 * seq['hop_over_tcp']:.0f} %), {alt['hop_ms']:.1f} vs {alt['tcp_ms']:.1f} ms "
+                     f"alternating ({100 * alt['hop_over_tcp']:.0f} %) | {100 * h['hop_over_tcp']:.0f} % of TCP "
+                     f"(the worse) | >= {100 * TARGETS['hop_over_tcp']:.0f} % (4-16 MiB)")
     if "paper" in res:
         p = res["paper"]
         lines.append(f"transport per round at the paper's shapes ({p['uplink_bytes_per_round'] / 1e6:.1f} MB up) | "

@@ -88,8 +88,10 @@ def sink_tcp(port_file: str) -> None:
 
 
 def client(grpc_address: str, tcp_address: str, sizes_mib: list[int], repeats: int, out: str) -> None:
-    """Per size: `repeats` timed messages on each path after two warm-ups, each sent and acknowledged
-    in turn, alternating gRPC and TCP so that both see the same machine at the same moments."""
+    """Per size, each message sent and acknowledged in turn, after two warm-ups: `repeats` timed
+    messages on each path back to back ("sequential": each path with its buffers and threads warm),
+    then `repeats` more alternating gRPC and TCP ("alternating": both see the same moments of a
+    shared machine). Medians and bests of each."""
     channel = connect(grpc_address, MAX_MB, None, "")
     outbox = Outbox()
     acks = LinkStub(channel).Link(iter(outbox))
@@ -109,20 +111,25 @@ def client(grpc_address: str, tcp_address: str, sizes_mib: list[int], repeats: i
         sock.sendall(struct.pack("<Q", len(payload)) + payload)
         sock.recv(1)
 
-    results = {"grpc": {}, "tcp": {}}
+    results = {mode: {"grpc": {}, "tcp": {}} for mode in ("sequential", "alternating")}
+    paths = (("grpc", hop), ("tcp", tcp))
     for mib in sizes_mib:
         n = mib << 20
         z = torch.randn(1, n // 8, dtype=torch.complex64)  # n bytes of float32 pairs
-        times = {"grpc": [], "tcp": []}
-        for i in range(repeats + 2):
-            for kind, send in (("grpc", hop), ("tcp", tcp)):
-                t0 = time.perf_counter()
-                send(z)
-                if i >= 2:
+        rounds = {"sequential": [[p] for p in paths for _ in range(repeats + 2)],
+                  "alternating": [list(paths)] * (repeats + 2)}
+        for mode, schedule in rounds.items():
+            times = {"grpc": [], "tcp": []}
+            for batch in schedule:
+                for kind, send in batch:
+                    t0 = time.perf_counter()
+                    send(z)
                     times[kind].append(time.perf_counter() - t0)
-        for kind, ts in times.items():
-            ms = sorted(ts)[len(ts) // 2] * 1e3
-            results[kind][str(mib)] = {"median_ms": ms, "mb_per_s": n / 1e6 / (ms / 1e3), "best_ms": min(ts) * 1e3}
+            for kind, ts in times.items():
+                ts = ts[2:]  # warm-ups
+                ms = sorted(ts)[len(ts) // 2] * 1e3
+                results[mode][kind][str(mib)] = {"median_ms": ms, "mb_per_s": n / 1e6 / (ms / 1e3),
+                                                 "best_ms": min(ts) * 1e3}
     outbox.close()
     Path(out).write_text(json.dumps(results))
 
