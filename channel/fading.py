@@ -156,7 +156,8 @@ class LinkChannel:
             h = torch.ones(1, 1, dtype=x.dtype, device=x.device).expand(b, c)  # (b, c) view
             y = x + d.noise.to(x.device, x.dtype)  # (b, c)
         else:
-            h = expand_blocks(d.h_blk, c, self.coherence).to(x.device, x.dtype)  # (b, c)
+            h = (d.h_blk.expand(b, c) if d.h_blk.shape[1] == 1  # one block per sample: a view, no copy
+                 else expand_blocks(d.h_blk, c, self.coherence)).to(x.device, x.dtype)  # (b, c)
             y = h * x + d.noise.to(x.device, x.dtype)  # (b, c)
         h_hat_blk = d.h_hat_blk
         if self.csi == "perfect":
