@@ -68,12 +68,13 @@ class Relay(pb_grpc.TokenLinkServicer):
         self.lock = threading.Lock()
         self.release = Release() if self.hop.network.enabled else None
         # A round's channel randomness does not depend on the symbols, so it is drawn ahead, as a channel
-        # emulator's noise source runs ahead: after a device's tokens for the next step of the phase
+        # emulator's noise source runs ahead: after a device's tokens, for its next round of the phase
         # (while the edge computes), or when a TRANSMIT passes down that was not foreseen. Per device:
         # ((phase, step), the draw).
         self.drawer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="relay-draw")
         self.draws: dict[str, tuple[tuple[str, int], Future]] = {}
         self.widths: dict[str, int] = {}  # complex symbols per sample of each device, from its last tokens
+        self.last_step: dict[str, tuple[str, int]] = {}  # (phase, step) of each device's last tokens
         self.to_edge = Outbox()
         self.welcome = threading.Event()
         self.refused: tuple[str, str] | None = None
@@ -271,7 +272,10 @@ class Relay(pb_grpc.TokenLinkServicer):
         key, drawn = self.draws.pop(node, (None, None))
         out = self.hop.uplink(node, msg.phase, msg.step, x,
                               drawn.result() if key == (msg.phase, msg.step) else None)
-        self._draw_ahead(node, msg.phase, msg.step + 1, x.shape[0])
+        last = self.last_step.get(node)  # a node's rounds come every `stride` steps (users taking turns)
+        stride = msg.step - last[1] if last and last[0] == msg.phase and msg.step > last[1] else 1
+        self.last_step[node] = (msg.phase, msg.step)
+        self._draw_ahead(node, msg.phase, msg.step + stride, x.shape[0])
         up_fwd, parts = pb.Up(), Parts(self.part_bytes)
         fwd = up_fwd.tokens  # built in place (see codec.encode_tensor's `into`)
         fwd.node, fwd.phase, fwd.step, fwd.s, fwd.d = node, msg.phase, msg.step, msg.s, msg.d

@@ -134,8 +134,13 @@ def hop_throughput(out: Path, repeats: int) -> dict:
         results = json.loads(result.read_text())
     finally:
         children.stop(5.0)
+    return hop_rows(results, SIZES_MIB)
+
+
+def hop_rows(results: dict, sizes_mib) -> dict:
+    """The client's timings -> per size: each way's medians and ratio, and the worse ratio."""
     rows = {}
-    for m in map(str, SIZES_MIB):
+    for m in map(str, sizes_mib):
         row = {}
         for mode, res in results.items():
             g, t = res["grpc"][m], res["tcp"][m]

@@ -84,3 +84,26 @@ def test_uplink_cost_splits_analog_airtime_and_the_labels():
     hop = ChannelHop(cfg("network.symbol_rate=1000000", "network.bit_rate=8000000"))
     t, labels = hop.uplink_cost("user0/text", "stage1", 0, channel_uses=2048, label_bytes=1000, now=0.0)
     assert t.airtime_s == pytest.approx(2048 / 1e6 + 1e-3) and labels == pytest.approx(1e-3)
+
+
+@pytest.mark.parametrize("channel", [["channel.fading=awgn"], ["channel.fading=rayleigh"],
+                                     ["channel.fading=rician", "channel.coherence=64", "channel.csi=estimated"]])
+def test_a_draw_made_ahead_gives_the_uplink_bit_for_bit(channel):
+    """What the relay draws before the symbols arrive is the draw the reference makes inline."""
+    c = cfg(*channel)
+    x = symbols(b=4, c=300)
+    inline = ChannelHop(c).uplink("user0/video", "stage2", 5, x)
+    hop = ChannelHop(c)
+    ahead = hop.uplink("user0/video", "stage2", 5, x, hop.draw("user0/video", "stage2", 5, 4, 300))
+    assert torch.equal(ahead.y, inline.y) and ahead.noise_var == inline.noise_var
+    assert (ahead.csi is None) == (inline.csi is None) and (ahead.csi is None or torch.equal(ahead.csi, inline.csi))
+    # h = 1 under AWGN: y - x is the noise alone, of the configured variance
+    if channel == ["channel.fading=awgn"]:
+        noise = inline.y - x
+        assert noise.abs().square().mean().item() == pytest.approx(10 ** (-c.channel.snr_db / 10), rel=0.15)
+    g = symbols(b=4, c=300, seed=1)
+    ref = LinkChannel(c.channel.link("user0/video"))(x, link_generator(c.seed, "user0/video", "stage2", 5))
+    assert torch.equal(hop.downlink("user0/video", "stage2", 5, g), torch.conj(ref.h) * g)  # conj(h) g; g under AWGN
+    # a draw for another batch shape is not used: the uplink draws its own
+    other = ChannelHop(c).uplink("user0/video", "stage2", 5, x, hop.draw("user0/video", "stage2", 5, 2, 300))
+    assert torch.equal(other.y, inline.y)
