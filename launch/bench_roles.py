@@ -26,6 +26,7 @@ import threading
 import time
 from pathlib import Path
 
+import grpc
 import torch
 
 from configs.loader import config_digest, load_config
@@ -51,10 +52,14 @@ class _Sink(pb_grpc.TokenLinkServicer):
         outbox = Outbox()
 
         def read():
-            for up, payloads in whole(request_iterator, MAX_MB << 20):
-                codec.decode_symbols(up.tokens.symbols, payload=payloads.get("tokens.symbols"))  # what a receiver does
-                outbox.put(pb.Down(welcome=pb.Welcome(node="sink")))
-            outbox.close()
+            try:
+                for up, payloads in whole(request_iterator, MAX_MB << 20):
+                    codec.decode_symbols(up.tokens.symbols, payload=payloads.get("tokens.symbols"))  # as a receiver
+                    outbox.put(pb.Down(welcome=pb.Welcome(node="sink")))
+            except grpc.RpcError:
+                pass  # the stream was cancelled (the server stopping): end the response stream too
+            finally:
+                outbox.close()
 
         threading.Thread(target=read, daemon=True).start()
         return serve_stream(outbox, context)
@@ -131,6 +136,8 @@ def client(grpc_address: str, tcp_address: str, sizes_mib: list[int], repeats: i
                 results[mode][kind][str(mib)] = {"median_ms": ms, "mb_per_s": n / 1e6 / (ms / 1e3),
                                                  "best_ms": min(ts) * 1e3}
     outbox.close()
+    sock.close()
+    channel.close()
     Path(out).write_text(json.dumps(results))
 
 

@@ -154,9 +154,12 @@ class _Echo:
                 for up, payloads in whole(request_iterator, 1 << 24):
                     z = codec.decode_symbols(up.tokens.symbols, payload=payloads.get("tokens.symbols"))
                     outbox.put(pb.Down(welcome=pb.Welcome(node=f"{z.real.sum().item():.6e}")))
-                outbox.close()
             except codec.CodecError as e:
                 outbox.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+            except grpc.RpcError:
+                pass  # cancelled: the server is stopping
+            finally:
+                outbox.close()  # or the server's thread waits on this stream for ever
 
         threading.Thread(target=read, daemon=True).start()
         return serve_stream(outbox, context)
