@@ -235,6 +235,7 @@ class Relay(pb_grpc.TokenLinkServicer):
             outbox.abort(grpc.StatusCode.INTERNAL, f"relay: {type(e).__name__}: {e}")
         if node:
             self._disconnected(node, outbox)
+        outbox.close()  # a cancelled stream's response thread would otherwise wait on it for ever
 
     def _device_hello(self, up: pb.Up, outbox: Outbox, peer: str | None) -> str:
         if up.WhichOneof("msg") != "hello":
