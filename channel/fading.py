@@ -61,6 +61,13 @@ def expand_blocks(h_blk: Tensor, c: int, coherence: int) -> Tensor:
     return h_blk.repeat_interleave(length, dim=1)[:, :c]  # (b, c)
 
 
+def _symbols_shape(x: Tensor) -> tuple[int, int]:
+    if x.dim() != 2 or not x.is_complex():
+        raise ValueError(f"LinkChannel expects complex symbols (b, c), got {x.dtype} "
+                         f"{tuple(x.shape)}; convert tokens with channel.symbols.real_to_complex")
+    return tuple(x.shape)
+
+
 @dataclass
 class Draws:
     """One link's randomness for one round: block gains h (b, n), the receiver's estimate
@@ -146,10 +153,7 @@ class LinkChannel:
 
     def apply(self, x: Tensor, d: Draws) -> ChannelOutput:
         """y = h x + n with the randomness `d` (drawn for x's shape)."""
-        if x.dim() != 2 or not x.is_complex():
-            raise ValueError(f"LinkChannel expects complex symbols (b, c), got {x.dtype} "
-                             f"{tuple(x.shape)}; convert tokens with channel.symbols.real_to_complex")
-        b, c = x.shape
+        b, c = _symbols_shape(x)
         if (b, c) != (d.b, d.c):
             raise ValueError(f"symbols {(b, c)}, but the channel was drawn for {(d.b, d.c)}")
         if self.fading == "awgn":  # h = 1 exactly: skip the product (and the (b, c) gains in memory)
@@ -170,10 +174,7 @@ class LinkChannel:
         return ChannelOutput(y=y, h=h, h_hat=h_hat, noise_var=self.noise_var, h_hat_blocks=h_hat_blk)
 
     def __call__(self, x: Tensor, gen: torch.Generator) -> ChannelOutput:
-        if x.dim() != 2 or not x.is_complex():
-            raise ValueError(f"LinkChannel expects complex symbols (b, c), got {x.dtype} "
-                             f"{tuple(x.shape)}; convert tokens with channel.symbols.real_to_complex")
-        return self.apply(x, self.draw(*x.shape, gen))
+        return self.apply(x, self.draw(*_symbols_shape(x), gen))
 
     @staticmethod
     def vjp(grad_y: Tensor, h: Tensor) -> Tensor:

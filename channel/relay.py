@@ -34,7 +34,6 @@ from protos import codec
 from protos import tokcom_pb2 as pb
 from protos import tokcom_pb2_grpc as pb_grpc
 from protos.meter import LinkMeter
-from protos.precision import symbol_bytes
 from protos.parts import Parts, Payloads
 from protos.tls import add_tls_arguments, credential_from_args, peer_name
 from protos.rpc import (PROTOCOL, LinkStub, Outbox, Timeouts, add_link_servicer, connect, fast_thread_switch,
@@ -145,7 +144,8 @@ class Relay(pb_grpc.TokenLinkServicer):
             self.meter.record("edge->relay", "downlink", payload_bytes=codec.payload_bytes(task.grad, grad_bytes),
                               wire_bytes=task.ByteSize() + payloads.wire_bytes(f"tasks.tasks.{i}."),
                               latency_ms=max(0.0, (t_rx - task.hop.sent_ns) / 1e6))
-            down, parts = shares.setdefault(node, (pb.Down(), Parts(self.part_bytes))) if self.release is None else (pb.Down(), Parts(self.part_bytes))
+            fresh = (pb.Down(), Parts(self.part_bytes))  # with a network, each task leaves at its own time
+            down, parts = fresh if self.release is not None else shares.setdefault(node, fresh)
             j = len(down.tasks.tasks)
             out = down.tasks.tasks.add()
             out.node, out.kind, out.phase, out.step, out.path, out.seq = \
@@ -166,7 +166,7 @@ class Relay(pb_grpc.TokenLinkServicer):
                     continue
                 codec.encode_symbols(g, self.precision, name="grad", into=out.grad, parts=parts,
                                      path=f"tasks.tasks.{j}.grad")  # (b, c, 2)
-            nbytes = symbol_bytes(g.numel(), self.precision) if task.HasField("grad") else 0
+            nbytes = codec.payload_bytes(task.grad, grad_bytes)  # the VJP keeps the gradient's size
             nbytes += sum(len(s) for s in out.sample_ids)  # see channel.hop
             cost = self.hop.downlink_cost(node, pb.Task.Kind.Name(out.kind), out.phase, out.step, nbytes,
                                           time.monotonic())
