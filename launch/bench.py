@@ -4,8 +4,10 @@
 2. one stream hop (encode, gRPC, decode, acknowledge) against raw loopback TCP for the same
    bytes, 1/4/8/16 MiB;
 3. wire bytes against payload bytes per link (from the cluster run of 1);
-4. transport ms per round at the paper's shapes (s_A 64, s_V 32, text 64, d 1536, b 8): the
-   real relay, the real edge hub and device clients, synthetic symbols and gradients.
+4. transport ms per round at this run's shapes and at the paper's (s_A 64, s_V 32, text 64,
+   d 1536, b 8): the real relay, the real edge hub and device clients, synthetic symbols and
+   gradients; each beside its floor, the same round's bytes through the same processes and
+   streams as raw gRPC (`launch.bench_floor`), so what tokcom adds to grpcio is measured.
 
 Prints a table and writes `OUT/bench.json` with the machine described. Every process it
 starts is its own child, stopped by pid. Run it alone on the machine (timings).
@@ -26,11 +28,13 @@ import torch
 
 from configs.args import add_config_arguments
 from configs.loader import load_config
+from foundation.lm import PAPER_LM, lm_width
 from launch.procs import Children, HealthProbe, child_env, read_port, wait_until
 
 log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[1]
 SIZES_MIB = (1, 4, 8, 16)
+FIGURES = ("rounds", "hop", "transport", "paper")
 PAPER = ["transmitter.audio.tokens=64", "transmitter.video.tokens=32", "data.text_len=64"]
 TARGETS = {"cluster_over_reference": 1.15, "hop_over_tcp": 0.5, "relay_edge_over_uplinks": 1.02,
            "wire_over_payload": 1.01, "paper_transport_ms": 30.0}
@@ -40,9 +44,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_config_arguments(p)
     p.add_argument("--out", default="runs/bench", help="folder for bench.json and the runs it makes")
     p.add_argument("--steps", default="50,150", help="stage-1,stage-2 rounds of the round-time comparison")
-    p.add_argument("--rounds", type=int, default=40, help="rounds at the paper's shapes")
+    p.add_argument("--rounds", type=int, default=40, help="rounds of the transport and paper figures")
     p.add_argument("--repeats", type=int, default=20, help="timed messages per size for the hop figure")
-    p.add_argument("--only", default="", help="comma list of figures to measure: rounds,hop,paper (default all)")
+    p.add_argument("--only", default="", help=f"comma list of figures to measure: {','.join(FIGURES)} (default all)")
     p.add_argument("--scaling", action="store_true",
                    help="instead: the many-users benchmark (launch/bench_scaling.py): OUT/scaling.json, scaling.png")
     p.add_argument("--scaling-users", default="1,2,4,8,16,32", help="user counts of --scaling")
@@ -152,38 +156,62 @@ def hop_rows(results: dict, sizes_mib) -> dict:
     return rows
 
 
-# ---------------------------------------------------------------- 4: the paper's shapes through the relay
+# ---------------------------------------------------------------- 4: a round's transport alone, and its floor
 
-def paper_transport(config: str | None, overrides: list[str], out: Path, rounds: int) -> dict:
-    over = overrides + PAPER
-    cfg_args = (["--config", config] if config else []) + _sets(over)
+def _round(name: str, edge: list[str], relay: list[str], device: list[str], out: Path) -> dict:
+    """Start an edge, a relay and the three devices (each role's argv without its addresses),
+    wait for the edge to finish its rounds, stop them all; the edge's JSON."""
     children = Children()
     deadline = time.monotonic() + 600
-    result = out / "paper.json"
+    result = out / f"{name}.json"
     try:
-        edge = _serve(children, "bench-edge", _python("-m", "launch.bench_roles", "edge", "--rounds", str(rounds),
-                                                      "--out", str(result), *cfg_args), out, deadline, health=True)
-        relay = _serve(children, "relay", _python("-m", "launch.cli", "relay", "--edge", edge, "--insecure", *cfg_args), out,
-                       deadline, health=True)
+        edge_at = _serve(children, f"{name}-edge", edge + ["--out", str(result)], out, deadline, health=True)
+        relay_at = _serve(children, f"{name}-relay", relay + ["--edge", edge_at], out, deadline, health=True)
         for m in ("audio", "video", "text"):
-            children.start(f"bench-device-{m}", _python("-m", "launch.bench_roles", "device", "--modality", m,
-                                                        "--address", relay, *cfg_args),
-                           out / f"bench-device-{m}.log", child_env(REPO))
-        edge_child = next(c for c in children if c.name == "bench-edge")
+            children.start(f"{name}-{m}", device + ["--modality", m, "--address", relay_at], out / f"{name}-{m}.log",
+                           child_env(REPO))
+        edge_child = next(c for c in children if c.name == f"{name}-edge")
         if children.wait([edge_child], max(0.0, deadline - time.monotonic())) or edge_child.returncode != 0:
-            raise RuntimeError(f"the synthetic edge failed; see {out / 'bench-edge.log'}")
+            raise RuntimeError(f"the {name} edge failed; see {out / f'{name}-edge.log'}")
     finally:
         children.stop(5.0)
-    data = json.loads(result.read_text())
+    return json.loads(result.read_text())
+
+
+def transport(cfg_args: list[str], out: Path, rounds: int, width: int, name: str) -> dict:
+    """Rounds through the real relay, hub and device clients around synthetic compute, at these
+    shapes (`launch.bench_roles`): the round time is the transport's."""
+    role, shape = _python("-m", "launch.bench_roles"), cfg_args + ["--width", str(width)]
+    data = _round(name, role + ["edge", "--rounds", str(rounds), *shape],
+                  _python("-m", "launch.cli", "relay", "--insecure", *cfg_args), role + ["device", *shape], out)
     rows = data["rounds"][3:]  # the first rounds warm up the streams and allocators
-    transport = sorted(r["round_ms"] - r["device_ms"] for r in rows)
+    ms = sorted(r["round_ms"] - r["device_ms"] for r in rows)
     links = {f"{e['link']} ({e['direction']})": e for e in data["links"]}
     payload = sum(e["payload_bytes"] for k, e in links.items() if k.startswith("user") and "uplink" in k)
-    return {"shapes": {"s_A": 64, "s_V": 32, "text": 64, "d": 1536, "b": 8}, "rounds": len(rows),
-            "transport_ms_median": transport[len(transport) // 2], "transport_ms_mean": sum(transport) / len(transport),
-            "uplink_bytes_per_round": payload / len(data["rounds"]),
+    return {"width": width, "rounds": len(rows), "transport_ms_median": ms[len(ms) // 2],
+            "transport_ms_mean": sum(ms) / len(ms), "uplink_bytes_per_round": payload / len(data["rounds"]),
             "links": {k: {"messages": e["messages"], "payload_bytes": e["payload_bytes"], "wire_bytes": e["wire_bytes"],
                           "latency_p50_ms": e["latency_ms"]["p50"]} for k, e in links.items()}}
+
+
+def floor(cfg_args: list[str], out: Path, rounds: int, width: int, name: str) -> dict:
+    """The same round's bytes through the same processes and streams as raw bytes
+    (`launch.bench_floor`): what grpcio alone costs for them on this machine."""
+    role, shape = _python("-m", "launch.bench_floor"), cfg_args + ["--width", str(width)]
+    data = _round(f"floor-{name}", role + ["edge", "--rounds", str(rounds), *shape], role + ["relay"],
+                  role + ["device", *shape], out)
+    ms = sorted(r["round_ms"] for r in data["rounds"][3:])  # the first rounds warm up the streams
+    return {"width": width, "rounds": len(ms), "round_ms_median": ms[len(ms) // 2], "round_ms_mean": sum(ms) / len(ms),
+            "bytes_per_round": data["bytes_per_round"], "part_bytes": data["part_bytes"]}
+
+
+def shapes(config: str | None, overrides: list[str], out: Path, rounds: int, width: int, name: str) -> dict:
+    """One round's transport at these shapes, then the floor under it."""
+    cfg_args = (["--config", config] if config else []) + _sets(overrides)
+    res = transport(cfg_args, out, rounds, width, name)
+    res["floor"] = floor(cfg_args, out, rounds, width, name)
+    res["over_floor_ms"] = res["transport_ms_median"] - res["floor"]["round_ms_median"]
+    return res
 
 
 # ---------------------------------------------------------------- report
@@ -208,11 +236,13 @@ def table(res: dict) -> str:
                      f"back to back ({100 * seq['hop_over_tcp']:.0f} %), {alt['hop_ms']:.1f} vs {alt['tcp_ms']:.1f} ms "
                      f"alternating ({100 * alt['hop_over_tcp']:.0f} %) | {100 * h['hop_over_tcp']:.0f} % of TCP "
                      f"(the worse) | >= {100 * TARGETS['hop_over_tcp']:.0f} % (4-16 MiB)")
-    if "paper" in res:
-        p = res["paper"]
-        lines.append(f"transport per round at the paper's shapes ({p['uplink_bytes_per_round'] / 1e6:.1f} MB up) | "
-                     f"{p['transport_ms_median']:.1f} ms median, {p['transport_ms_mean']:.1f} mean | "
-                     f"<= {TARGETS['paper_transport_ms']:.0f} ms")
+    for key, what, target in (("transport", "this run's shapes", "-"),
+                              ("paper", "the paper's shapes", f"<= {TARGETS['paper_transport_ms']:.0f} ms")):
+        if key in res:
+            p, f = res[key], res[key]["floor"]
+            lines.append(f"transport per round at {what} ({p['uplink_bytes_per_round'] / 1e6:.2f} MB up), medians | "
+                         f"{p['transport_ms_median']:.1f} ms; the same bytes as raw gRPC (the floor) "
+                         f"{f['round_ms_median']:.1f} ms: tokcom adds {p['over_floor_ms']:.1f} ms | {target}")
     return "\n".join(lines)
 
 
@@ -221,18 +251,24 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if args.scaling:
         return scaling(args, out)
-    only = set(filter(None, args.only.split(","))) or {"rounds", "hop", "paper"}
+    only = set(filter(None, args.only.split(","))) or set(FIGURES)
+    if only - set(FIGURES):
+        raise SystemExit(f"--only: unknown figure(s) {sorted(only - set(FIGURES))}; choose from {', '.join(FIGURES)}")
     res: dict = {"machine": machine(), "targets": TARGETS}
     if "rounds" in only:
         a, b = (int(x) for x in args.steps.split(","))
-        log.info("1/3: %d rounds in-process, then as a cluster", a + b)
+        log.info("rounds: %d in-process, then as a cluster", a + b)
         res["rounds"] = round_time(args.config, args.overrides, out, (a, b))
     if "hop" in only:
-        log.info("2/3: one stream hop against raw loopback TCP")
+        log.info("hop: one stream hop against raw loopback TCP")
         res["hop"] = hop_throughput(out, args.repeats)
+    if "transport" in only:
+        log.info("transport: %d rounds at this run's shapes through the real relay, then as raw gRPC", args.rounds)
+        res["transport"] = shapes(args.config, args.overrides, out, args.rounds,
+                                  lm_width(load_config(args.config, args.overrides).models), "run")
     if "paper" in only:
-        log.info("3/3: %d rounds at the paper's shapes through the real relay", args.rounds)
-        res["paper"] = paper_transport(args.config, args.overrides, out, args.rounds)
+        log.info("paper: %d rounds at the paper's shapes through the real relay, then as raw gRPC", args.rounds)
+        res["paper"] = shapes(args.config, args.overrides + PAPER, out, args.rounds, PAPER_LM["hidden_size"], "paper")
     (out / "bench.json").write_text(json.dumps(res, indent=2))
     m = res["machine"]
     sys.stdout.write(f"{m['cpus']} x {m['cpu_model']}; python {m['python']}, torch {m['torch']}, grpc {m['grpc']}\n"
