@@ -29,7 +29,7 @@ import grpc
 
 from configs.loader import load_config
 from foundation.logs import setup_logging
-from protos.rpc import Outbox, connect, fast_thread_switch, serve_stream, start_server, write_port_file
+from protos.rpc import Outbox, connect, fast_thread_switch, serve_stream, start_server
 
 METHOD = "/tokcom.bench.Floor/Link"
 MAX_MB = 256
@@ -43,21 +43,24 @@ def _ident(b: bytes) -> bytes:
     return b
 
 
-def _add(server: grpc.Server, link) -> None:
+def add_link(server: grpc.Server, link) -> None:
+    """Serve `link(requests, context)` as the raw-bytes stream method."""
     handler = grpc.stream_stream_rpc_method_handler(link, request_deserializer=_ident, response_serializer=_ident)
     service, name = METHOD.strip("/").split("/")
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, {name: handler}),))
 
 
-def _stream(channel: grpc.Channel, outbox: Outbox):
+def open_link(channel: grpc.Channel, outbox: Outbox):
+    """The raw-bytes stream to a server of `add_link`, sending what is put in `outbox`."""
     return channel.stream_stream(METHOD, request_serializer=_ident, response_deserializer=_ident)(iter(outbox))
 
 
-def tensor_messages(device: int, nbytes: int, part_bytes: int) -> list[bytes]:
-    """One tensor of `nbytes` as the stream carries it: PART messages of `part_bytes`, then LAST
-    with the rest (a tensor no larger than a part is one LAST message, as in `protos.parts`)."""
+def tensor_messages(device: int, nbytes: int, part_bytes: int, payload=None) -> list[bytes]:
+    """One tensor of `nbytes` (zeros, or the buffer `payload`) as the stream carries it: PART
+    messages of `part_bytes`, then LAST with the rest (a tensor no larger than a part is one
+    LAST message, as in `protos.parts`). Each message is one copy of its slice."""
     head = bytes([device])
-    payload = bytes(nbytes)
+    payload = memoryview(bytes(nbytes) if payload is None else payload).cast("B")
     cuts = list(range(0, nbytes, part_bytes)) if nbytes > part_bytes else [0]
     msgs = [PART + head + payload[a:a + part_bytes] for a in cuts[:-1]]
     return msgs + [LAST + head + payload[cuts[-1]:]]
@@ -127,7 +130,7 @@ class _Edge:
 def edge(cfg, width: int, rounds: int, port_file: str, out: str) -> None:
     sizes, part = symbol_bytes(cfg, width), cfg.wire.part_kb << 10
     node = _Edge({i: tensor_messages(i, sizes[m], part) for i, m in enumerate(DEVICES) if m in TRAINED})
-    server = start_server(lambda s: _add(s, node.Link), "127.0.0.1:0", MAX_MB, workers=4, credential=None,
+    server = start_server(lambda s: add_link(s, node.Link), "127.0.0.1:0", MAX_MB, workers=4, credential=None,
                           port_file=port_file)
     try:
         rows = node.rounds(rounds)
@@ -145,7 +148,7 @@ class _Relay:
         self.devices: dict[int, Outbox] = {}
         self.lock = threading.Lock()
         self.done = threading.Event()
-        self.responses = _stream(channel, self.to_edge)
+        self.responses = open_link(channel, self.to_edge)
         threading.Thread(target=self._read_edge, daemon=True).start()
 
     def _read_edge(self) -> None:
@@ -184,7 +187,7 @@ class _Relay:
 def relay(edge_address: str, port_file: str) -> None:
     channel = connect(edge_address, MAX_MB, None, "edge")
     node = _Relay(channel)
-    server = start_server(lambda s: _add(s, node.Link), "127.0.0.1:0", MAX_MB, workers=16, credential=None,
+    server = start_server(lambda s: add_link(s, node.Link), "127.0.0.1:0", MAX_MB, workers=16, credential=None,
                           port_file=port_file)
     node.done.wait()
     node.to_edge.close()
@@ -201,7 +204,7 @@ def device(cfg, width: int, modality: str, relay_address: str) -> None:
     outbox = Outbox()
     outbox.put(HELLO + bytes([index]))
     try:
-        for msg in _stream(channel, outbox):
+        for msg in open_link(channel, outbox):
             kind = msg[:1]
             if kind == TRANSMIT:
                 for m in tokens:

@@ -35,10 +35,11 @@ from device_node.step import Transmission
 from edge_server.hub import EdgeHub
 from edge_server.server import EdgeServicer
 from foundation.logs import setup_logging
+from launch import bench_floor
 from protos import codec
 from protos import tokcom_pb2 as pb
 from protos import tokcom_pb2_grpc as pb_grpc
-from protos.parts import Parts
+from protos.parts import PART_BYTES, Parts
 from protos.rpc import LinkStub, Outbox, add_link_servicer, connect, serve_stream, start_server, whole, write_port_file
 
 log = logging.getLogger(__name__)
@@ -65,9 +66,35 @@ class _Sink(pb_grpc.TokenLinkServicer):
         return serve_stream(outbox, context)
 
 
+class _RawSink:
+    """The floor of the same hop: raw bytes (`launch.bench_floor`'s stream), acknowledged after a
+    tensor's last part, with no protobuf and no codec."""
+
+    def Link(self, request_iterator, context):
+        outbox = Outbox()
+
+        def read():
+            try:
+                for msg in request_iterator:
+                    if msg[:1] == bench_floor.LAST:
+                        outbox.put(b"k")
+            except grpc.RpcError:
+                pass
+            finally:
+                outbox.close()
+
+        threading.Thread(target=read, daemon=True).start()
+        return serve_stream(outbox, context)
+
+
+def _add_sinks(server: grpc.Server) -> None:
+    add_link_servicer(_Sink(), server)
+    bench_floor.add_link(server, _RawSink().Link)
+
+
 def sink_grpc(port_file: str) -> None:
-    server = start_server(lambda s: add_link_servicer(_Sink(), s), "127.0.0.1:0", MAX_MB,
-                          workers=4, credential=None, port_file=port_file)  # plaintext: the hop itself is measured
+    server = start_server(_add_sinks, "127.0.0.1:0", MAX_MB, workers=4, credential=None,
+                          port_file=port_file)  # plaintext: the hop itself is measured
     server.server.wait_for_termination()
 
 
@@ -95,11 +122,14 @@ def sink_tcp(port_file: str) -> None:
 def client(grpc_address: str, tcp_address: str, sizes_mib: list[int], repeats: int, out: str) -> None:
     """Per size, each message sent and acknowledged in turn, after two warm-ups: `repeats` timed
     messages on each path back to back ("sequential": each path with its buffers and threads warm),
-    then `repeats` more alternating gRPC and TCP ("alternating": both see the same moments of a
-    shared machine). Medians and bests of each."""
+    then `repeats` more alternating the paths ("alternating": all see the same moments of a shared
+    machine). The paths: tokcom's stream ("grpc": encode, parts, decode), the same bytes in the
+    same parts as raw gRPC messages ("raw": grpcio's floor), and raw TCP ("tcp"). Medians and
+    bests of each."""
     channel = connect(grpc_address, MAX_MB, None, "")
-    outbox = Outbox()
+    outbox, raw_outbox = Outbox(), Outbox()
     acks = LinkStub(channel).Link(iter(outbox))
+    raw_acks = bench_floor.open_link(channel, raw_outbox)
     host, port = tcp_address.rsplit(":", 1)
     sock = socket.create_connection((host, int(port)))
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -111,20 +141,25 @@ def client(grpc_address: str, tcp_address: str, sizes_mib: list[int], repeats: i
         outbox.put(up, parts)
         next(acks)
 
+    def raw(z: torch.Tensor) -> None:  # the same bytes in the same parts as raw gRPC messages, ack
+        for msg in bench_floor.tensor_messages(0, z.numel() * 8, PART_BYTES, z.numpy()):
+            raw_outbox.put(msg)
+        next(raw_acks)
+
     def tcp(z: torch.Tensor) -> None:
         payload = z.numpy().tobytes()
         sock.sendall(struct.pack("<Q", len(payload)) + payload)
         sock.recv(1)
 
-    results = {mode: {"grpc": {}, "tcp": {}} for mode in ("sequential", "alternating")}
-    paths = (("grpc", hop), ("tcp", tcp))
+    results = {mode: {"grpc": {}, "raw": {}, "tcp": {}} for mode in ("sequential", "alternating")}
+    paths = (("grpc", hop), ("raw", raw), ("tcp", tcp))
     for mib in sizes_mib:
         n = mib << 20
         z = torch.randn(1, n // 8, dtype=torch.complex64)  # n bytes of float32 pairs
         rounds = {"sequential": [[p] for p in paths for _ in range(repeats + 2)],
                   "alternating": [list(paths)] * (repeats + 2)}
         for mode, schedule in rounds.items():
-            times = {"grpc": [], "tcp": []}
+            times = {kind: [] for kind, _ in paths}
             for batch in schedule:
                 for kind, send in batch:
                     t0 = time.perf_counter()
@@ -136,6 +171,7 @@ def client(grpc_address: str, tcp_address: str, sizes_mib: list[int], repeats: i
                 results[mode][kind][str(mib)] = {"median_ms": ms, "mb_per_s": n / 1e6 / (ms / 1e3),
                                                  "best_ms": min(ts) * 1e3}
     outbox.close()
+    raw_outbox.close()
     sock.close()
     channel.close()
     Path(out).write_text(json.dumps(results))
