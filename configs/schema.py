@@ -152,6 +152,15 @@ class TransmitterConfig:
                 "must end with text: the answer is generated right after the question's last token")
 
 
+def _memo(cfg, name: str, build):
+    """`build()` once per link name of a frozen config (the relay and the edge ask per message).
+    Kept in the instance's __dict__, outside the dataclass fields: digests and equality ignore it."""
+    memo = cfg.__dict__.setdefault("_links_memo", {})
+    if name not in memo:
+        memo[name] = build()
+    return memo[name]
+
+
 @dataclass(frozen=True)
 class LinkConfig:
     """One wireless link. See channel/ for the conventions."""
@@ -200,7 +209,7 @@ class ChannelConfig:
 
     def link(self, name: str) -> LinkConfig:
         """The parameters of link `name` ('user0/audio'): defaults plus overrides."""
-        return LinkConfig(**{**self._defaults(), **self.links.get(name, {})})
+        return _memo(self, name, lambda: LinkConfig(**{**self._defaults(), **self.links.get(name, {})}))
 
 
 @dataclass(frozen=True)
@@ -259,7 +268,7 @@ class NetworkConfig:
 
     def link(self, name: str) -> NetLinkConfig:
         """The parameters of link `name` ('user0/audio'): defaults plus overrides."""
-        return NetLinkConfig(**{**self._defaults(), **self.links.get(name, {})})
+        return _memo(self, name, lambda: NetLinkConfig(**{**self._defaults(), **self.links.get(name, {})}))
 
     @property
     def emulated(self) -> bool:

@@ -58,3 +58,15 @@ def test_bad_values_name_the_key(override, key):
 def test_missing_file_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_link_lookups_are_memoised_outside_the_fields_the_digest_reads():
+    from configs.loader import config_digest
+
+    c = load_config(None, ["channel.links={user0/audio: {snr_db: 3.0}}", "network.links={user0/video: {delay_ms: 2}}"])
+    before = config_digest(c)
+    assert c.channel.link("user0/audio") is c.channel.link("user0/audio")
+    assert c.channel.link("user0/audio").snr_db == 3.0 and c.channel.link("user0/text").snr_db == c.channel.snr_db
+    assert c.network.link("user0/video").delay_ms == 2 and c.network.link("user0/audio").delay_ms == 0
+    assert config_digest(c) == before and c == load_config(None, ["channel.links={user0/audio: {snr_db: 3.0}}",
+                                                                  "network.links={user0/video: {delay_ms: 2}}"])
