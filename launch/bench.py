@@ -198,9 +198,9 @@ def transport(cfg_args: list[str], out: Path, rounds: int, width: int, name: str
 def floor(cfg_args: list[str], out: Path, rounds: int, width: int, name: str) -> dict:
     """The same round's bytes through the same processes and streams as raw bytes
     (`launch.bench_floor`): what grpcio alone costs for them on this machine."""
-    role, shape = _python("-m", "launch.bench_floor"), cfg_args + ["--width", str(width)]
-    data = _round(f"floor-{name}", role + ["edge", "--rounds", str(rounds), *shape], role + ["relay"],
-                  role + ["device", *shape], out)
+    role, shape = _python("-m", "launch.bench_roles"), cfg_args + ["--width", str(width)]
+    data = _round(f"floor-{name}", role + ["floor-edge", "--rounds", str(rounds), *shape], role + ["floor-relay"],
+                  role + ["floor-device", *shape], out)
     ms = sorted(r["round_ms"] for r in data["rounds"][3:])  # the first rounds warm up the streams
     return {"width": width, "rounds": len(ms), "round_ms_median": ms[len(ms) // 2], "round_ms_mean": sum(ms) / len(ms),
             "bytes_per_round": data["bytes_per_round"], "part_bytes": data["part_bytes"]}

@@ -13,23 +13,20 @@ the relay forwards every message as it came; the edge waits for every device's l
 then sends the audio and video gradients (each the size of its symbols), which the relay
 forwards to their devices ahead of the next TRANSMIT.
 
-Roles: `python -m launch.bench_floor {edge,relay,device} ...`; `launch.bench` starts them.
+Its roles run as `python -m launch.bench_roles floor-{edge,relay,device} ...`; `launch.bench`
+starts them.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import struct
-import sys
 import threading
 import time
 from pathlib import Path
 
 import grpc
 
-from configs.loader import load_config
-from foundation.logs import setup_logging
-from protos.rpc import Outbox, connect, fast_thread_switch, serve_stream, start_server
+from protos.rpc import Outbox, connect, serve_stream, start_server
 
 METHOD = "/tokcom.bench.Floor/Link"
 MAX_MB = 256
@@ -215,33 +212,3 @@ def device(cfg, width: int, modality: str, relay_address: str) -> None:
         pass
     outbox.close()
     channel.close()
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m launch.bench_floor")
-    p.add_argument("role", choices=["edge", "relay", "device"])
-    p.add_argument("--config")
-    p.add_argument("--set", dest="overrides", action="append", default=[])
-    p.add_argument("--width", type=int, default=0, help="d, the LM's width (edge, device)")
-    p.add_argument("--rounds", type=int, default=40)
-    p.add_argument("--port-file")
-    p.add_argument("--edge", help="the edge's HOST:PORT (relay)")
-    p.add_argument("--address", help="the relay's HOST:PORT (device)")
-    p.add_argument("--modality", choices=DEVICES)
-    p.add_argument("--out")
-    a = p.parse_args(argv)
-    setup_logging(f"floor-{a.role}", a.modality or "")
-    fast_thread_switch()  # as every role does
-    if a.role == "relay":
-        relay(a.edge, a.port_file)
-        return 0
-    cfg = load_config(a.config, a.overrides)
-    if a.role == "edge":
-        edge(cfg, a.width, a.rounds, a.port_file, a.out)
-    else:
-        device(cfg, a.width, a.modality, a.address)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -10,6 +10,9 @@
   between them carries the paper's shapes without the models, so the round time is the
   transport's.
 
+- `floor-edge` / `floor-relay` / `floor-device`: the same round as raw bytes
+  (`launch.bench_floor`), the floor under the transport.
+
 Run as `python -m launch.bench_roles ROLE ...`; `launch.bench` starts and stops them.
 """
 from __future__ import annotations
@@ -40,7 +43,8 @@ from protos import codec
 from protos import tokcom_pb2 as pb
 from protos import tokcom_pb2_grpc as pb_grpc
 from protos.parts import PART_BYTES, Parts
-from protos.rpc import LinkStub, Outbox, add_link_servicer, connect, serve_stream, start_server, whole, write_port_file
+from protos.rpc import (LinkStub, Outbox, add_link_servicer, connect, fast_thread_switch, serve_stream, start_server,
+                        whole, write_port_file)
 
 log = logging.getLogger(__name__)
 MAX_MB = 256
@@ -249,9 +253,11 @@ def edge(cfg, port_file: str, width: int, rounds: int, out: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m launch.bench_roles")
-    p.add_argument("role", choices=["sink-grpc", "sink-tcp", "client", "edge", "device"])
+    p.add_argument("role", choices=["sink-grpc", "sink-tcp", "client", "edge", "device",
+                                    "floor-edge", "floor-relay", "floor-device"])
     p.add_argument("--port-file")
-    p.add_argument("--address")
+    p.add_argument("--address", help="the peer's HOST:PORT: the gRPC sink (client), the relay (devices)")
+    p.add_argument("--edge", help="the edge's HOST:PORT (floor-relay)")
     p.add_argument("--tcp-address")
     p.add_argument("--sizes", default="1,4,8,16")
     p.add_argument("--repeats", type=int, default=10)
@@ -264,18 +270,27 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     setup_logging(f"bench-{a.role}", a.modality or "")
     torch.set_num_threads(1)
-    if a.role == "sink-grpc":
-        sink_grpc(a.port_file)
-    elif a.role == "sink-tcp":
-        sink_tcp(a.port_file)
-    elif a.role == "client":
-        client(a.address, a.tcp_address, [int(x) for x in a.sizes.split(",")], a.repeats, a.out)
-    else:
-        cfg = load_config(a.config, a.overrides)
-        if a.role == "edge":
-            edge(cfg, a.port_file, a.width, a.rounds, a.out)
+    if a.role in ("sink-grpc", "sink-tcp", "client"):  # one hop, timed as it was first measured
+        if a.role == "sink-grpc":
+            sink_grpc(a.port_file)
+        elif a.role == "sink-tcp":
+            sink_tcp(a.port_file)
         else:
-            device(cfg, a.address, a.modality, a.width)
+            client(a.address, a.tcp_address, [int(x) for x in a.sizes.split(",")], a.repeats, a.out)
+        return 0
+    fast_thread_switch()  # a round's roles, as the real ones run
+    if a.role == "floor-relay":
+        bench_floor.relay(a.edge, a.port_file)
+        return 0
+    cfg = load_config(a.config, a.overrides)
+    if a.role == "edge":
+        edge(cfg, a.port_file, a.width, a.rounds, a.out)
+    elif a.role == "device":
+        device(cfg, a.address, a.modality, a.width)
+    elif a.role == "floor-edge":
+        bench_floor.edge(cfg, a.width, a.rounds, a.port_file, a.out)
+    else:
+        bench_floor.device(cfg, a.width, a.modality, a.address)
     return 0
 
 
