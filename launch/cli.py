@@ -25,7 +25,8 @@ COMMANDS = {
     "reproduce": ("launch.reproduce", "the documented reproduction: run the sweep, write docs/results.md"),
     "oracle": ("launch.oracle", "the LM reading the clean caption vs the question alone: the ceiling media can reach"),
     "credentials": ("launch.credentials", "make a CA and a certificate per node, for roles on several machines"),
-    "bench": ("launch.bench", "transport benchmarks: cluster vs in-process, one hop vs raw TCP, bytes, paper shapes"),
+    "bench": ("launch.bench", "transport benchmarks: cluster vs in-process, one hop vs raw TCP, bytes, round transport "
+                              "at the run's and the paper's shapes, each beside raw gRPC's floor"),
 }
 
 
