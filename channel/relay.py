@@ -5,7 +5,8 @@ the relay, and the relay keeps one to the edge, carrying every device's traffic.
 up the relay applies the link's channel (`channel.hop`, which also keeps h and builds the
 receiver's CSI at its real size); on the way down it applies the channel's vector-Jacobian
 conj(h) g. With `network` settings it holds each message for its modelled airtime,
-queueing and propagation before passing it on (`channel.network`, `channel.delay`).
+queueing and propagation before passing it on (`channel.network`, `channel.delay`). The
+links' randomness is drawn ahead of the symbols where that pays (`channel.ahead`).
 
 It meters the links it receives on: every device uplink (with the labels on their own
 line) and edge->relay. A device meters its downlink, the edge relay->edge; each reports
@@ -20,11 +21,11 @@ import os
 import socket
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import grpc
 
+from channel.ahead import DrawAhead
 from channel.delay import Release
 from channel.hop import ChannelHop, HopError
 from configs.args import add_config_arguments
@@ -40,12 +41,6 @@ from protos.rpc import (PROTOCOL, LinkStub, Outbox, Timeouts, add_link_servicer,
                         peer_alive, serve_stream, start_server, status_code, stop_on_signals, whole)
 
 log = logging.getLogger(__name__)
-
-# Complex samples per round below which a link's draw is made inline, when its tokens arrive: a
-# hand-off to the drawing thread and back costs ~0.3-0.4 ms of CPU on a busy 2-core machine, what
-# drawing ~50k samples costs (6.8 ns each). Measured at the tiny preset (16,384 samples per link):
-# drawing ahead cost the relay 1.2 ms of CPU per round, most of it the hand-offs.
-DRAW_AHEAD_MIN = 1 << 16
 
 
 @dataclass
@@ -64,7 +59,7 @@ class _Route:
 class Relay(pb_grpc.TokenLinkServicer):
     def __init__(self, cfg: Config, edge: LinkStub):
         self.cfg, self.precision = cfg, cfg.wire.precision
-        self.limit, self.part_bytes = cfg.wire.limit_bytes, cfg.wire.part_kb << 10
+        self.limit, self.part_bytes = cfg.wire.limit_bytes, cfg.wire.part_bytes
         self.hop = ChannelHop(cfg)
         self.meter = LinkMeter()
         self.devices = set(cfg.link_names())
@@ -72,14 +67,7 @@ class Relay(pb_grpc.TokenLinkServicer):
         self.reported: set[str] = set()
         self.lock = threading.Lock()
         self.release = Release() if self.hop.network.enabled else None
-        # A round's channel randomness does not depend on the symbols, so it is drawn ahead, as a channel
-        # emulator's noise source runs ahead: after a device's tokens, for its next round of the phase
-        # (while the edge computes), or when a TRANSMIT passes down that was not foreseen. Per device:
-        # ((phase, step), the draw).
-        self.drawer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="relay-draw")
-        self.draws: dict[str, tuple[tuple[str, int], Future]] = {}
-        self.widths: dict[str, int] = {}  # complex symbols per sample of each device, from its last tokens
-        self.last_step: dict[str, tuple[str, int]] = {}  # (phase, step) of each device's last tokens
+        self.ahead = DrawAhead(self.hop)  # the channel's randomness, drawn before the symbols arrive
         self.to_edge = Outbox()
         self.welcome = threading.Event()
         self.refused: tuple[str, str] | None = None
@@ -158,7 +146,7 @@ class Relay(pb_grpc.TokenLinkServicer):
                 node, task.kind, task.phase, task.step, task.path, task.seq
             out.sample_ids.extend(task.sample_ids)
             if out.kind == pb.Task.TRANSMIT:
-                self._draw_ahead(node, out.phase, out.step, len(out.sample_ids))
+                self.ahead.start(node, out.phase, out.step, len(out.sample_ids))
             if task.HasField("grad"):
                 try:
                     g = self.hop.downlink(node, task.phase, task.step,
@@ -183,14 +171,6 @@ class Relay(pb_grpc.TokenLinkServicer):
                                                                                                     parts=parts))
         for node, (down, parts) in shares.items():
             self._route(node, down, parts=parts)
-
-    def _draw_ahead(self, node: str, phase: str, step: int, b: int) -> None:
-        """Start drawing `node`'s channel for (phase, step), unless that draw is already under way or
-        is too small to pay for the hand-off to the drawing thread (then `_uplink` draws inline)."""
-        if (node in self.widths and b * self.widths[node] >= DRAW_AHEAD_MIN
-                and self.draws.get(node, ((None, None),))[0] != (phase, step)):
-            self.draws[node] = ((phase, step), self.drawer.submit(self.hop.draw, node, phase, step, b,
-                                                                  self.widths[node]))
 
     def _later(self, t: float, fn) -> None:
         if self.release is None:
@@ -277,14 +257,8 @@ class Relay(pb_grpc.TokenLinkServicer):
             raise _Refuse(grpc.StatusCode.INVALID_ARGUMENT, f"s={msg.s}, d={msg.d}; this run sends s={s_cfg} "
                                                             f"tokens of even width")
         x = codec.decode_symbols(msg.symbols, c=msg.s * msg.d // 2, payload=payloads.get("tokens.symbols"))  # (b, c)
-        self.widths[node] = x.shape[1]
-        key, drawn = self.draws.pop(node, (None, None))
-        out = self.hop.uplink(node, msg.phase, msg.step, x,
-                              drawn.result() if key == (msg.phase, msg.step) else None)
-        last = self.last_step.get(node)  # a node's rounds come every `stride` steps (users taking turns)
-        stride = msg.step - last[1] if last and last[0] == msg.phase and msg.step > last[1] else 1
-        self.last_step[node] = (msg.phase, msg.step)
-        self._draw_ahead(node, msg.phase, msg.step + stride, x.shape[0])
+        out = self.hop.uplink(node, msg.phase, msg.step, x, self.ahead.take(node, msg.phase, msg.step, x.shape[1]))
+        self.ahead.after(node, msg.phase, msg.step, x.shape[0])
         up_fwd, parts = pb.Up(), Parts(self.part_bytes)
         fwd = up_fwd.tokens  # built in place (see codec.encode_tensor's `into`)
         fwd.node, fwd.phase, fwd.step, fwd.s, fwd.d = node, msg.phase, msg.step, msg.s, msg.d
@@ -346,7 +320,7 @@ class Relay(pb_grpc.TokenLinkServicer):
             outbox.abort(grpc.StatusCode.UNAVAILABLE, "the relay is stopping")
         if self.release is not None:
             self.release.close()
-        self.drawer.shutdown(wait=False, cancel_futures=True)
+        self.ahead.close()
 
 
 class _Refuse(Exception):

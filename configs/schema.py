@@ -345,6 +345,11 @@ class WireConfig:
         """Bytes of one message with its parts that a receiver accepts."""
         return self.max_message_mb << 20
 
+    @property
+    def part_bytes(self) -> int:
+        """Bytes of one Part: a tensor above this travels in parts of this size."""
+        return self.part_kb << 10
+
 
 @dataclass(frozen=True)
 class EdgeConfig:

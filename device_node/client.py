@@ -96,7 +96,7 @@ class DeviceClient:
 
     def _transmit(self, task: pb.Task) -> tuple[pb.Up, Parts]:
         tx = self.node.transmit(task.phase, task.step, list(task.sample_ids))
-        up, parts = pb.Up(), Parts(self.wire.part_kb << 10)
+        up, parts = pb.Up(), Parts(self.wire.part_bytes)
         msg = up.tokens  # built in place: nesting a finished message would copy the symbols again
         msg.node, msg.phase, msg.step, msg.s, msg.d, msg.compute_ms = \
             self.name, task.phase, task.step, tx.s, tx.d, tx.compute_ms

@@ -169,7 +169,7 @@ class EdgeServicer(pb_grpc.TokenLinkServicer):
                               latency_ms=max(0.0, (t_rx - msg.hop.sent_ns) / 1e6))
 
     def _encode_tasks(self, batch: list[tuple[str, TaskSpec]]) -> tuple[pb.Down, Parts]:
-        down, parts = pb.Down(), Parts(self.cfg.wire.part_kb << 10)
+        down, parts = pb.Down(), Parts(self.cfg.wire.part_bytes)
         for i, (name, task) in enumerate(batch):
             msg = down.tasks.tasks.add()  # built in place (see codec.encode_tensor's `into`)
             msg.node, msg.kind, msg.phase, msg.step = name, pb.Task.Kind.Value(task.kind), task.phase, task.step

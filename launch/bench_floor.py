@@ -125,7 +125,7 @@ class _Edge:
 
 
 def edge(cfg, width: int, rounds: int, port_file: str, out: str) -> None:
-    sizes, part = bytes_per_round(cfg, width), cfg.wire.part_kb << 10
+    sizes, part = bytes_per_round(cfg, width), cfg.wire.part_bytes
     node = _Edge({i: tensor_messages(i, sizes[m], part) for i, m in enumerate(DEVICES) if m in TRAINED})
     server = start_server(lambda s: add_link(s, node.Link), "127.0.0.1:0", MAX_MB, workers=4, credential=None,
                           port_file=port_file)
@@ -196,7 +196,7 @@ def relay(edge_address: str, port_file: str) -> None:
 
 def device(cfg, width: int, modality: str, relay_address: str) -> None:
     index = DEVICES.index(modality)
-    tokens = tensor_messages(index, bytes_per_round(cfg, width)[modality], cfg.wire.part_kb << 10)
+    tokens = tensor_messages(index, bytes_per_round(cfg, width)[modality], cfg.wire.part_bytes)
     channel = connect(relay_address, MAX_MB, None, "relay")
     outbox = Outbox()
     outbox.put(HELLO + bytes([index]))

@@ -1,4 +1,4 @@
-"""The relay's channel drawn ahead (`Relay._draw_ahead`) against the reference's inline draw.
+"""The relay's channel drawn ahead (`channel.ahead.DrawAhead`) against the reference's inline draw.
 
 The relay object is driven directly with real Tokens messages: its edge stream is a stand-in
 that never answers, and what it forwards is read from its outbox to the edge. Links large
@@ -11,6 +11,7 @@ import threading
 import pytest
 import torch
 
+from channel import ahead as ahead_mod
 from channel import relay as relay_mod
 from channel.hop import ChannelHop
 from protos import codec
@@ -44,7 +45,7 @@ def _tokens(node: str, step: int, x: torch.Tensor, s: int, d: int) -> pb.Up:
 
 @pytest.mark.parametrize("minimum", [0, 1 << 30], ids=["drawn-ahead", "inline"])
 def test_relay_forwards_the_reference_channel_output_bit_for_bit(monkeypatch, minimum):
-    monkeypatch.setattr(relay_mod, "DRAW_AHEAD_MIN", minimum)
+    monkeypatch.setattr(ahead_mod, "DRAW_AHEAD_MIN", minimum)
     c = cfg("channel.fading=rayleigh", "channel.coherence=16")
     edge = _SilentEdge()
     relay = relay_mod.Relay(c, edge)
@@ -59,9 +60,9 @@ def test_relay_forwards_the_reference_channel_output_bit_for_bit(monkeypatch, mi
             x = symbols(b=2, c=s * d // 2, seed=step)
             relay._uplink(node, _tokens(node, step, x, s, d), NONE)
             if minimum == 0 and step >= 1:  # after the first tokens the next round's draw is under way
-                assert relay.draws[node][0] == ("stage1", step + 1)
+                assert relay.ahead.draws[node][0] == ("stage1", step + 1)
             if minimum:
-                assert node not in relay.draws
+                assert node not in relay.ahead.draws
             fwd = relay.to_edge._q.get(timeout=5)
             y = codec.decode_symbols(fwd.tokens.symbols)
             want = reference.uplink(node, "stage1", step, x)
