@@ -107,4 +107,4 @@ def complex_normal(shape: tuple[int, ...], gen: torch.Generator) -> Tensor:
     stream is fixed by `shape` and the generator's state alone.
     """
     pairs = torch.randn(*shape, 2, generator=gen, device=gen.device)  # (*shape, 2)
-    return torch.view_as_complex(pairs * math.sqrt(0.5))  # shape
+    return torch.view_as_complex(pairs.mul_(math.sqrt(0.5)))  # shape; in place: one pass fewer, the same values

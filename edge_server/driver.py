@@ -77,6 +77,10 @@ class Transport(Protocol):
     def exchange(self, phase: str, step: int, ids: dict[int, list[str]]) -> Exchange:
         """TRANSMIT `ids[u]` to every device of each user u, all at once; their uplinks."""
 
+    def post(self, phase: str, step: int, ids: dict[int, list[str]]) -> None:
+        """Start the round now (with the UPDATEs sent before it); its `exchange` then only waits.
+        A transport that computes the round when asked may do nothing here."""
+
     def send_grads(self, phase: str, step: int, grads: dict[int, dict[str, torch.Tensor]]) -> None:
         """UPDATE each user's trained devices with the gradient of their symbols (b, c)."""
 
@@ -132,16 +136,32 @@ class Driver:
         st = getattr(self.cfg.train, phase)
         every = self.cfg.train.checkpoint_every
         t_start = time.perf_counter()
-        for step in range(start, st.steps):
+
+        def round_ids(step: int) -> tuple[list[tuple[int, int]], dict[int, list[str]]]:
             plan = round_plan(self.cfg.train.schedule, self.cfg.users, step)
-            ids = {u: self.edge.sample_ids(self.manifest, phase, slot) for u, slot in plan}
+            return plan, {u: self.edge.sample_ids(self.manifest, phase, slot) for u, slot in plan}
+
+        nxt = round_ids(start)
+        for step in range(start, st.steps):
+            plan, ids = nxt
             t0 = time.perf_counter()
             ex = self.transport.exchange(phase, step, ids)
+            nxt = round_ids(step + 1) if step + 1 < st.steps else None
+            # The next round starts with this one's UPDATEs while the edge steps its own weights;
+            # not across a checkpoint (the devices save their state after this round's update only).
+            ahead = nxt is not None and not (every and (step + 1) % every == 0)
+            down_ms = 0.0
+
+            def ready(grads):  # called inside this round's train_step
+                nonlocal down_ms
+                t1 = time.perf_counter()
+                self.transport.send_grads(phase, step, grads)
+                if ahead:
+                    self.transport.post(phase, step + 1, nxt[1])
+                down_ms = (time.perf_counter() - t1) * 1e3
+
             out = self.edge.train_step(phase, step, [UserBatch(u, slot, ex.users[u].received, ex.users[u].labels)
-                                                     for u, slot in plan])
-            t1 = time.perf_counter()
-            self.transport.send_grads(phase, step, out.grads)
-            down_ms = (time.perf_counter() - t1) * 1e3
+                                                     for u, slot in plan], ready)
             self.timer.add(device_compute=ex.device_ms, uplink=ex.uplink_ms, edge_compute=out.compute_ms,
                            downlink=down_ms, total=(time.perf_counter() - t0) * 1e3)
             self.timeline.add(phase, step, device_ms=ex.device_ms, uplink_ms=ex.uplink_ms,
@@ -168,8 +188,11 @@ class Driver:
         users = list(range(self.cfg.users))
         groups = [users] if self.cfg.train.schedule == "concurrent" else [[u] for u in users]
         for group in groups:
-            for k, (chunk, real) in enumerate(eval_batches(ids, b)):
+            batches = eval_batches(ids, b)
+            for k, (chunk, real) in enumerate(batches):
                 ex = self.transport.exchange("eval", k, {u: chunk for u in group})
+                if k + 1 < len(batches):  # the devices send the next batch while the edge generates
+                    self.transport.post("eval", k + 1, {u: batches[k + 1][0] for u in group})
                 for user in group:
                     up = ex.users[user]
                     preds = self.edge.predict(user, up.received, up.labels)

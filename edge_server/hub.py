@@ -9,7 +9,8 @@ order they arrive, so nothing waits for an UPDATE to be acknowledged: the device
 next tokens come after its update by construction. Only the nodes that train get an
 UPDATE. SAVE and LOAD are acknowledged (`done`), since the edge must know the state is
 on disk; TRANSMIT is answered by the tokens. Tasks are queued and sent as one batch when
-the driver next waits (a round's UPDATEs leave with the next round's TRANSMITs).
+the driver starts a round (a round's UPDATEs leave with the next round's TRANSMITs, as
+soon as the edge has the gradients: `post`, while it steps its own weights).
 
 A device that registers again (restarted) rejoins: after its Welcome it gets LOAD of the
 devices' last checkpoint, any SAVE or LOAD the driver is waiting on, and the TRANSMIT it owes.
@@ -97,6 +98,7 @@ class EdgeHub:
         self.edges = edges or [{"role": "edge", "pid": os.getpid(), "host": socket.gethostname()}]
         self._send: Callable[[list[tuple[str, TaskSpec]]], None] | None = None
         self._pending: list[tuple[str, TaskSpec]] = []  # queued for the next batch
+        self._posted: tuple[str, int] | None = None  # the round `post` started, which `exchange` then waits for
         # Held while anything goes down the relay's stream, so that a node's Welcome precedes every
         # task for it: the relay then knows that tasks before a Welcome were for a dead stream.
         self._sending = threading.RLock()
@@ -255,18 +257,26 @@ class EdgeHub:
                 raise DeviceTimeout(sorted({n for n, _ in batch}), "the relay's stream is closed")
             send(batch)
 
-    def exchange(self, phase: str, step: int, ids: dict[int, list[str]]) -> Exchange:
-        """TRANSMIT to every device of the round's users in one batch; wait for all their tokens."""
-        names = {u: [f"user{u}/{m}" for m in MODALITIES] for u in ids}
-        t0 = time.perf_counter()
+    def post(self, phase: str, step: int, ids: dict[int, list[str]]) -> None:
+        """TRANSMIT to every device of the round's users, in one batch with what is queued (the
+        last round's UPDATEs); `exchange` of this round then only waits for the tokens."""
         with self.cond:
-            for u, ns in names.items():
-                for n in ns:
-                    node = self.nodes[n]
+            for u in ids:
+                for m in MODALITIES:
+                    node = self.nodes[f"user{u}/{m}"]
                     node.expect = (phase, step, len(ids[u]))
                     node.transmit = TaskSpec("TRANSMIT", phase, step, list(ids[u]))
-                    self._queue(n, node.transmit)
+                    self._queue(f"user{u}/{m}", node.transmit)
+            self._posted = (phase, step)
         self._flush()
+
+    def exchange(self, phase: str, step: int, ids: dict[int, list[str]]) -> Exchange:
+        """The round's tokens from every device of its users (TRANSMIT first, unless `post` sent it)."""
+        names = {u: [f"user{u}/{m}" for m in MODALITIES] for u in ids}
+        t0 = time.perf_counter()
+        if self._posted != (phase, step):
+            self.post(phase, step, ids)
+        self._posted = None
         keys = [(n, phase, step) for ns in names.values() for n in ns]
         self._wait(lambda: all(k in self.tokens for k in keys),
                    lambda: [k[0] for k in keys if k not in self.tokens], f"{phase} step {step} tokens")

@@ -22,6 +22,7 @@ dropout from a generator seeded by its batch index, so which process computes a 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -36,6 +37,8 @@ from edge_server.receiver import TokenReceiver
 from foundation.seeding import derive_seed, make_generator
 
 TRAINED_DEVICES = ("audio", "video")  # the text node has nothing to train
+
+GradsReady = Callable[[dict[int, dict[str, torch.Tensor]]], None]  # user -> modality -> (b, c) complex64
 
 
 @dataclass
@@ -158,24 +161,42 @@ class EdgeNode:
         return torch.cat(parts, dim=1), torch.cat(masks, dim=1)  # (b, P, d), (b, P)
 
     # ------------------------------------------------------------- the step
-    def train_step(self, phase: str, step: int, batches: list[UserBatch]) -> StepOutput:
+    def train_step(self, phase: str, step: int, batches: list[UserBatch],
+                   ready: GradsReady | None = None) -> StepOutput:
         """One round over `batches` (every user of the round): one loss, one optimiser step.
 
+        `ready(grads)` is called once with the devices' gradients as soon as they are known to
+        be finite, before the edge's own weights are checked and stepped, so the downlink can
+        overlap the optimiser step; the time spent in it is not in `compute_ms`.
+
         With several edge ranks (`self.shards`), rank 0 hands each rank its users' batches,
-        every rank runs `train_share` on its own, and rank 0 collects the users' gradients."""
+        every rank runs `train_share` on its own, and rank 0 collects the users' gradients
+        (`ready` is then called once they are collected, after every rank stepped)."""
         t0 = time.perf_counter()
+        spent = [0.0]
+
+        def timed(grads: dict[int, dict[str, torch.Tensor]]) -> None:
+            t = time.perf_counter()
+            ready(grads)
+            spent[0] += time.perf_counter() - t
+
         total = sum(b.size for b in batches)
         if self.shards is not None:
             batches = self.shards.scatter(phase, step, total, batches)
-        out = self.train_share(phase, step, batches, total)
+        out = self.train_share(phase, step, batches, total,
+                               timed if ready is not None and self.shards is None else None)
         if self.shards is not None:
             out = self.shards.gather(out)
-        out.compute_ms = (time.perf_counter() - t0) * 1e3
+            if ready is not None:
+                timed(out.grads)
+        out.compute_ms = (time.perf_counter() - t0 - spent[0]) * 1e3
         return out
 
-    def train_share(self, phase: str, step: int, batches: list[UserBatch], total: int) -> StepOutput:
+    def train_share(self, phase: str, step: int, batches: list[UserBatch], total: int,
+                    ready: GradsReady | None = None) -> StepOutput:
         """This process's users of a round of `total` samples: backward of (b_u / total) L_u per
-        user, the gradients summed over the edge ranks, then the optimiser step."""
+        user, the gradients summed over the edge ranks, then the optimiser step (`ready`: see
+        `train_step`)."""
         self._set_phase(phase)
         self.receivers.train()
         self.lm.train()
@@ -207,7 +228,11 @@ class EdgeNode:
                                  .detach().cpu() for m, leaf in leaves.items()}  # unused modality: zero
         if self.shards is not None:
             self.shards.all_reduce_grads(self.trainable(phase))
-        check_finite_step(phase, step, torch.tensor(loss_sum), [*self.trainable(phase), *all_leaves])
+        loss_t = torch.tensor(loss_sum)
+        check_finite_step(phase, step, loss_t, all_leaves)  # what goes down to the devices ...
+        if ready is not None:
+            ready(grads)
+        check_finite_step(phase, step, loss_t, self.trainable(phase))  # ... and what the edge applies
         self.opt.step()
         return StepOutput(loss_sum, parts_sum, grads)
 

@@ -78,6 +78,9 @@ class InProcessTransport:
         self.clock = arrive
         return Exchange(users, device_ms, chan_ms, airtime * 1e3)
 
+    def post(self, phase: str, step: int, ids: dict[int, list[str]]) -> None:
+        """Nothing to start ahead: `exchange` runs the devices when the edge asks."""
+
     def send_grads(self, phase: str, step: int, grads: dict[int, dict[str, torch.Tensor]]) -> None:
         """UPDATE the devices that train; as on the wire, nothing waits for them (`self.clock` stays)."""
         for u, by_modality in grads.items():
