@@ -54,10 +54,12 @@ TIMELINE = ("device_ms", "uplink_ms", "uplink_airtime_ms", "edge_ms", "downlink_
 @dataclass
 class Timeline:
     """Per training round: where its wall time went (summary.json `timeline`, one list per
-    column). `uplink_ms` is the wait for the tokens beyond the slowest device's compute
-    (transport, the emulated link, and the devices' update from the previous round, which
-    runs there because a device applies its gradient before its next transmission);
-    `downlink_ms` is the edge's time to hand the gradients to the transport."""
+    column). `uplink_ms` is the driver's wait for the tokens beyond the slowest device's
+    compute (transport, the emulated link, and the devices' update from the previous round,
+    which runs there because a device applies its gradient before its next transmission);
+    since a round is started while the edge steps its weights (`Transport.post`), it is what
+    that step did not hide. `downlink_ms` is the edge's time to hand the gradients and the
+    next round's tasks to the transport."""
 
     stage: list[str] = field(default_factory=list)
     step: list[int] = field(default_factory=list)

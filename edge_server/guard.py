@@ -65,6 +65,7 @@ def check_finite_step(phase: str, step: int, loss: torch.Tensor, params: list[to
     devices' symbols) holds NaN/Inf; called after backward and before the optimiser steps."""
     if not bool(torch.isfinite(loss.detach()).all()):
         raise NonFiniteStep(phase, step, f"the loss ({loss.item()})")
-    for p in params:
-        if p.grad is not None and not bool(torch.isfinite(p.grad).all()):
-            raise NonFiniteStep(phase, step, "a gradient")
+    grads = [p.grad for p in params if p.grad is not None]
+    # one flag per tensor, read back once (one device sync on CUDA instead of one per tensor)
+    if grads and not bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()):
+        raise NonFiniteStep(phase, step, "a gradient")
