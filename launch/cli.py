@@ -8,7 +8,7 @@ import signal
 import sys
 
 from configs.schema import ConfigError
-from foundation.logs import setup_logging
+from foundation.logs import quiet_libraries, setup_logging
 
 # sub-command -> (module with add_arguments/run, help)
 COMMANDS = {
@@ -49,6 +49,7 @@ def _parser(chosen: str | None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     chosen = next((a for a in argv if not a.startswith("-")), None)
+    quiet_libraries(interactive=sys.stderr.isatty())  # before the command's module imports the libraries
     args = _parser(chosen if chosen in COMMANDS else None).parse_args(argv)
     setup_logging(args.command)
     # SIGTERM takes the same clean path out as Ctrl-C (servers stop, children are reaped).

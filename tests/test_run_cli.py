@@ -20,6 +20,9 @@ def test_tokcom_run_two_users_with_their_own_links(tmp_path, small_overrides, as
                           timeout=880, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "user1/video->relay" in proc.stdout  # the per-link table
+    # quiet when not on a terminal: no library bars or warnings, from the launcher or any role
+    for text in [proc.stdout, proc.stderr] + [log.read_text() for log in (out / "logs").glob("*.log")]:
+        assert "Loading weights" not in text and "Warning:" not in text and "it/s]" not in text, text[-2000:]
 
     summary = json.loads((out / "summary.json").read_text())
     roles = sorted(p["role"] for p in summary["processes"])
