@@ -43,7 +43,7 @@ class Exchange:
     """One round's uplinks, every user of the round, as the edge sees them."""
 
     users: dict[int, Uplink]
-    device_ms: float = 0.0  # slowest device's compute
+    device_ms: float = 0.0  # slowest device's compute (at most the driver's wait for the uplinks)
     uplink_ms: float = 0.0  # the rest of the round's uplink wall time
     airtime_ms: float = 0.0  # modelled airtime of the slowest device uplink (0: unlimited rates)
 
@@ -54,12 +54,13 @@ TIMELINE = ("device_ms", "uplink_ms", "uplink_airtime_ms", "edge_ms", "downlink_
 @dataclass
 class Timeline:
     """Per training round: where its wall time went (summary.json `timeline`, one list per
-    column). `uplink_ms` is the driver's wait for the tokens beyond the slowest device's
-    compute (transport, the emulated link, and the devices' update from the previous round,
-    which runs there because a device applies its gradient before its next transmission);
-    since a round is started while the edge steps its weights (`Transport.post`), it is what
-    that step did not hide. `downlink_ms` is the edge's time to hand the gradients and the
-    next round's tasks to the transport."""
+    column; device, uplink, edge and downlink add up to the round). `device_ms` is the slowest
+    device's compute, at most the driver's wait for the tokens; `uplink_ms` is the rest of that
+    wait (transport, the emulated link, of which `uplink_airtime_ms` is the airtime, and the
+    devices' update from the previous round, which runs there because a device applies its
+    gradient before its next transmission). A round is started while the edge steps its
+    weights (`Transport.post`), so these two are what that step did not hide. `downlink_ms` is
+    the edge's time to hand the gradients and the next round's tasks to the transport."""
 
     stage: list[str] = field(default_factory=list)
     step: list[int] = field(default_factory=list)

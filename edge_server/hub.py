@@ -282,11 +282,13 @@ class EdgeHub:
                    lambda: [k[0] for k in keys if k not in self.tokens], f"{phase} step {step} tokens")
         with self.cond:
             got = {k[0]: self.tokens.pop(k) for k in keys}
-        device_ms = max(v.compute_ms for v in got.values())
+        wait_ms = (time.perf_counter() - t0) * 1e3
+        # the slowest device's compute as far as the driver waited for it: a round posted early
+        # computed partly beside the edge's step, and the timeline's columns add up to the round
+        device_ms = min(max(v.compute_ms for v in got.values()), wait_ms)
         users = {u: Uplink({n.split("/")[-1]: got[n].received for n in ns}, got[f"user{u}/text"].labels)
                  for u, ns in names.items()}
-        return Exchange(users, device_ms, max(0.0, (time.perf_counter() - t0) * 1e3 - device_ms),
-                        max(v.airtime_s for v in got.values()) * 1e3)
+        return Exchange(users, device_ms, wait_ms - device_ms, max(v.airtime_s for v in got.values()) * 1e3)
 
     def send_grads(self, phase: str, step: int, grads: dict[int, dict[str, torch.Tensor]]) -> None:
         """UPDATE to each device that trains, queued for the next batch; never waited for."""
