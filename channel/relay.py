@@ -258,7 +258,6 @@ class Relay(pb_grpc.TokenLinkServicer):
                                                             f"tokens of even width")
         x = codec.decode_symbols(msg.symbols, c=msg.s * msg.d // 2, payload=payloads.get("tokens.symbols"))  # (b, c)
         out = self.hop.uplink(node, msg.phase, msg.step, x, self.ahead.take(node, msg.phase, msg.step, x.shape[1]))
-        self.ahead.after(node, msg.phase, msg.step, x.shape[0])
         up_fwd, parts = pb.Up(), Parts(self.part_bytes)
         fwd = up_fwd.tokens  # built in place (see codec.encode_tensor's `into`)
         fwd.node, fwd.phase, fwd.step, fwd.s, fwd.d = node, msg.phase, msg.step, msg.s, msg.d
@@ -289,6 +288,7 @@ class Relay(pb_grpc.TokenLinkServicer):
             self.to_edge.put(up_fwd, parts)
 
         self._later(cost.arrive, deliver)
+        self.ahead.after(node, msg.phase, msg.step, b)  # the next round's draw, once this one is on its way
 
     def _reported(self, node: str, outbox: Outbox) -> None:
         """A device's last message: close its stream; after the last device, send the relay's own report."""
